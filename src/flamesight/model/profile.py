@@ -1,0 +1,490 @@
+"""The columnar profile model: frame table, stack table, samples.
+
+A `Profile` is three tables of NumPy columns, in the shape of the Firefox
+profiler's processed format:
+
+- frames: `name`, `file`, `line`, `col` (one row per distinct frame; `line`
+  and `col` are -1 where unknown);
+- stacks: `parent` and `frame` (a prefix tree; a stack is a row index, a
+  parent always has a smaller index than its children, -1 is the root);
+- samples: `stack`, `time`, `weight`, sorted by time. Sample *i* covers the
+  half-open span ``[time[i], time[i] + weight[i])`` of the profile's axis. A
+  stack of -1 is time with no frame on the stack (idle between events).
+
+Profiles without timestamps (collapsed stacks, pprof) lay their samples end
+to end, so the axis is cumulative weight. Evented input (begin/end events) is
+turned into samples by `ProfileBuilder.enter` / `leave`: each interval between
+two events becomes one sample of the stack that was open, weighted by its
+duration.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import NamedTuple
+
+import numpy as np
+
+from flamesight.model.limits import ProfileTooLarge, current_limits
+from flamesight.model.units import Unit, format_value
+
+
+class Frame(NamedTuple):
+    """One row of the frame table, with None where a field is unknown."""
+
+    name: str
+    file: str | None
+    line: int | None
+    col: int | None
+
+
+@dataclass(frozen=True, eq=False)
+class FrameTable:
+    """Distinct frames as columns; `line`/`col` are -1 where unknown."""
+
+    name: np.ndarray
+    file: np.ndarray
+    line: np.ndarray
+    col: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.name)
+
+    def __getitem__(self, index: int) -> Frame:
+        line = int(self.line[index])
+        col = int(self.col[index])
+        return Frame(
+            self.name[index], self.file[index], line if line >= 0 else None, col if col >= 0 else None
+        )
+
+    @classmethod
+    def from_frames(cls, frames: Sequence[Frame]) -> FrameTable:
+        """Build the columns from a sequence of `Frame` rows."""
+        names = np.empty(len(frames), dtype=object)
+        files = np.empty(len(frames), dtype=object)
+        names[:] = [f.name for f in frames]
+        files[:] = [f.file for f in frames]
+        lines = np.fromiter((-1 if f.line is None else f.line for f in frames), np.int64, len(frames))
+        cols = np.fromiter((-1 if f.col is None else f.col for f in frames), np.int64, len(frames))
+        return cls(names, files, lines, cols)
+
+    def function_keys(self) -> tuple[np.ndarray, list[tuple[str, str | None]]]:
+        """Group frames into functions keyed by (name, file).
+
+        Returns the function id of every frame and the (name, file) of every id.
+        """
+        ids: dict[tuple[str, str | None], int] = {}
+        key_of_frame = np.fromiter(
+            (ids.setdefault((n, f), len(ids)) for n, f in zip(self.name, self.file, strict=True)),
+            np.int64,
+            len(self.name),
+        )
+        return key_of_frame, list(ids)
+
+
+@dataclass(frozen=True, eq=False)
+class StackTable:
+    """A prefix tree of frames: stack `i` is frame `frame[i]` called from `parent[i]`."""
+
+    parent: np.ndarray
+    frame: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.parent)
+
+    def frames_of(self, stack: int) -> list[int]:
+        """The frame ids of `stack`, root first."""
+        frames = []
+        while stack >= 0:
+            frames.append(int(self.frame[stack]))
+            stack = int(self.parent[stack])
+        frames.reverse()
+        return frames
+
+    @cached_property
+    def depth(self) -> np.ndarray:
+        """Depth of every stack node (roots are 0), by pointer jumping."""
+        n = len(self.parent)
+        jump = self.parent.astype(np.int64, copy=True)
+        dist = (jump >= 0).astype(np.int64)
+        active = np.flatnonzero(jump >= 0)
+        while active.size:
+            target = jump[active]
+            dist[active] += dist[target]
+            jump[active] = jump[target]
+            active = active[jump[active] >= 0]
+        return dist if n else np.zeros(0, np.int64)
+
+    @cached_property
+    def _tour(self) -> tuple[np.ndarray, np.ndarray]:
+        """Pre-order position and subtree size of every node (siblings in index order)."""
+        n = len(self.parent)
+        parent = self.parent.astype(np.int64)
+        depth = self.depth
+        order = np.argsort(depth, kind="stable")
+        max_depth = int(depth.max()) if n else -1
+        bounds = np.searchsorted(depth[order], np.arange(max_depth + 2))
+        size = np.ones(n, np.int64)
+        for level in range(max_depth, 0, -1):
+            nodes = order[bounds[level] : bounds[level + 1]]
+            np.add.at(size, parent[nodes], size[nodes])
+        pre = np.zeros(n, np.int64)
+        for level in range(max_depth + 1):
+            nodes = order[bounds[level] : bounds[level + 1]]
+            nodes = nodes[np.argsort(parent[nodes], kind="stable")]
+            sizes = size[nodes]
+            running = np.cumsum(sizes) - sizes
+            parents = parent[nodes]
+            group_start = np.ones(len(nodes), bool)
+            group_start[1:] = parents[1:] != parents[:-1]
+            first_in_group = np.maximum.accumulate(np.where(group_start, np.arange(len(nodes)), 0))
+            before_in_group = running - running[first_in_group]
+            base = np.where(parents >= 0, pre[np.maximum(parents, 0)] + 1, 0)
+            pre[nodes] = base + before_in_group
+        return pre, size
+
+    def subtree_sums(self, values: np.ndarray) -> np.ndarray:
+        """For every node, the sum of `values` over the node and its descendants."""
+        pre, size = self._tour
+        by_pre = np.zeros(len(values) + 1, np.float64)
+        by_pre[pre + 1] = values
+        prefix = np.cumsum(by_pre)
+        return prefix[pre + size] - prefix[pre]
+
+    def outermost_mask(self, key_of_node: np.ndarray) -> np.ndarray:
+        """True for nodes whose key does not appear on any ancestor.
+
+        Summing subtree weights over these nodes counts a recursive function
+        once per stack.
+        """
+        n = len(self.parent)
+        if n == 0:
+            return np.zeros(0, bool)
+        pre, size = self._tour
+        order = np.lexsort((pre, key_of_node))
+        span = n + 1
+        keys = key_of_node[order].astype(np.int64)
+        starts = keys * span + pre[order]
+        ends = keys * span + pre[order] + size[order] - 1
+        reach = np.maximum.accumulate(ends)
+        nested = np.zeros(n, bool)
+        nested[1:] = reach[:-1] >= starts[1:]
+        mask = np.empty(n, bool)
+        mask[order] = ~nested
+        return mask
+
+
+@dataclass(frozen=True, eq=False)
+class Samples:
+    """Samples sorted by time: `stack` (-1 for none), `time` (span start), `weight` (span length)."""
+
+    stack: np.ndarray
+    time: np.ndarray
+    weight: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.stack)
+
+
+@dataclass(eq=False)
+class Profile:
+    """One thread or process: frames, stacks and samples in a unit."""
+
+    name: str
+    unit: Unit
+    frames: FrameTable
+    stacks: StackTable
+    samples: Samples
+    sampled: bool = True
+    metadata: dict[str, object] = field(default_factory=dict)
+
+    @property
+    def start(self) -> float:
+        """Start of the profile's axis (first sample's time), 0 when empty."""
+        return float(self.samples.time[0]) if len(self.samples) else 0.0
+
+    @property
+    def end(self) -> float:
+        """End of the profile's axis (the latest span end), 0 when empty."""
+        if not len(self.samples):
+            return 0.0
+        return float(np.max(self.samples.time + self.samples.weight))
+
+    @property
+    def total_weight(self) -> float:
+        """Sum of all sample weights."""
+        return float(self.samples.weight.sum())
+
+    def format(self, value: float) -> str:
+        """Format a weight in this profile's unit."""
+        return format_value(value, self.unit)
+
+    def stack_weights(self) -> np.ndarray:
+        """Weight of every stack node as a leaf (idle samples left out)."""
+        used = self.samples.stack >= 0
+        return np.bincount(
+            self.samples.stack[used], weights=self.samples.weight[used], minlength=len(self.stacks)
+        ).astype(np.float64)
+
+    def frame_weights(self, key_of_frame: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Self and total weight per frame, or per group when `key_of_frame` maps frames to groups.
+
+        Total counts a frame (or group) once per stack when it recurses.
+        """
+        if key_of_frame is None:
+            key_of_frame = np.arange(len(self.frames), dtype=np.int64)
+        groups = int(key_of_frame.max()) + 1 if len(key_of_frame) else 0
+        if len(self.stacks) == 0:
+            return np.zeros(groups), np.zeros(groups)
+        key_of_node = key_of_frame[self.stacks.frame]
+        leaf = self.stack_weights()
+        self_weight = np.bincount(key_of_node, weights=leaf, minlength=groups)
+        subtree = self.stacks.subtree_sums(leaf)
+        outermost = self.stacks.outermost_mask(key_of_node)
+        total_weight = np.bincount(
+            key_of_node[outermost], weights=subtree[outermost], minlength=groups
+        )
+        return self_weight, total_weight
+
+    def slice(self, start: float | None, end: float | None) -> Profile:
+        """The part of the profile in [start, end); straddling samples keep their overlap."""
+        samples = self.samples
+        lo_time = self.start if start is None else start
+        hi_time = self.end if end is None else end
+        if len(samples) == 0 or hi_time <= lo_time:
+            return self._with_samples(Samples(*(_empty_columns())))
+        longest = float(samples.weight.max())
+        lo = int(np.searchsorted(samples.time, lo_time - longest, "left"))
+        hi = int(np.searchsorted(samples.time, hi_time, "left"))
+        time = samples.time[lo:hi]
+        span_end = time + samples.weight[lo:hi]
+        clipped_start = np.maximum(time, lo_time)
+        overlap = np.minimum(span_end, hi_time) - clipped_start
+        keep = overlap > 0
+        return self._with_samples(
+            Samples(samples.stack[lo:hi][keep], clipped_start[keep], overlap[keep])
+        )
+
+    def _with_samples(self, samples: Samples) -> Profile:
+        return Profile(
+            self.name, self.unit, self.frames, self.stacks, samples, self.sampled, self.metadata
+        )
+
+
+@dataclass(eq=False)
+class ProfileGroup:
+    """Several profiles from one file (threads, processes, sample types)."""
+
+    name: str
+    profiles: list[Profile]
+    active_index: int = 0
+    format: str = ""
+
+    @property
+    def active(self) -> Profile:
+        """The profile to show first."""
+        return self.profiles[self.active_index]
+
+
+def _empty_columns() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    return np.zeros(0, np.int32), np.zeros(0, np.float64), np.zeros(0, np.float64)
+
+
+class ProfileBuilder:
+    """Builds a `Profile` from frames and samples or from enter/leave events.
+
+    Frames and stacks are interned. Samples are appended one at a time
+    (`add_sample`) or in bulk (`add_samples`); without a time they are laid
+    end to end. Evented input uses `enter`/`leave`, which turn each interval
+    between two events into one sample of the open stack.
+    """
+
+    def __init__(self, name: str, unit: Unit, *, sampled: bool = True) -> None:
+        self.name = name
+        self.unit = unit
+        self.sampled = sampled
+        self.metadata: dict[str, object] = {}
+        self._frame_ids: dict[Frame, int] = {}
+        self._frames: list[Frame] = []
+        self._stack_ids: dict[tuple[int, int], int] = {}
+        self._parents: list[int] = []
+        self._stack_frames: list[int] = []
+        self._stacks: list[int] = []
+        self._times: list[float] = []
+        self._weights: list[float] = []
+        self._chunks: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        self._sample_count = 0
+        self._cursor = 0.0
+        self._open: list[int] = []
+        self._open_stack = -1
+        self._last_event: float | None = None
+        self._limits = current_limits()
+
+    # frames and stacks
+
+    def frame(
+        self, name: str, file: str | None = None, line: int | None = None, col: int | None = None
+    ) -> int:
+        """The id of the frame with these fields, added on first use."""
+        key = Frame(name, file, line, col)
+        frame_id = self._frame_ids.get(key)
+        if frame_id is None:
+            if len(self._frames) >= self._limits.max_frames:
+                raise ProfileTooLarge(
+                    f"more than {self._limits.max_frames:,} distinct frames (raise max_frames to load it)"
+                )
+            frame_id = self._frame_ids[key] = len(self._frames)
+            self._frames.append(key)
+        return frame_id
+
+    def stack(self, parent: int, frame: int) -> int:
+        """The id of the stack `parent` + `frame` (parent -1 for a root frame)."""
+        key = (parent, frame)
+        stack_id = self._stack_ids.get(key)
+        if stack_id is None:
+            stack_id = self._stack_ids[key] = len(self._parents)
+            self._parents.append(parent)
+            self._stack_frames.append(frame)
+        return stack_id
+
+    def stack_of(self, frames: Iterable[int], parent: int = -1) -> int:
+        """The id of the stack of `frames` (root first) under `parent`; -1 when empty."""
+        stack = parent
+        for frame in frames:
+            stack = self.stack(stack, frame)
+        return stack
+
+    @property
+    def frame_count(self) -> int:
+        """Number of distinct frames so far."""
+        return len(self._frames)
+
+    # sampled input
+
+    def add_sample(self, stack: int, weight: float, time: float | None = None) -> None:
+        """Append one sample; without `time` it starts where the previous one ended."""
+        if time is None:
+            time = self._cursor
+        self._cursor = time + weight
+        self._stacks.append(stack)
+        self._times.append(time)
+        self._weights.append(weight)
+        self._count(1)
+
+    def add_samples(
+        self, stacks: np.ndarray, weights: np.ndarray, times: np.ndarray | None = None
+    ) -> None:
+        """Append many samples at once; without `times` they are laid end to end."""
+        self._flush()
+        weights = np.asarray(weights, np.float64)
+        if times is None:
+            ends = np.cumsum(weights) + self._cursor
+            times = ends - weights
+        times = np.asarray(times, np.float64)
+        if len(times):
+            self._cursor = float(times[-1] + weights[-1])
+        self._chunks.append((np.asarray(stacks, np.int32), times, weights))
+        self._count(len(weights))
+
+    def _count(self, added: int) -> None:
+        self._sample_count += added
+        if self._sample_count > self._limits.max_samples:
+            raise ProfileTooLarge(
+                f"more than {self._limits.max_samples:,} samples (raise max_samples to load it)"
+            )
+
+    def _flush(self) -> None:
+        if self._stacks:
+            self._chunks.append(
+                (
+                    np.array(self._stacks, np.int32),
+                    np.array(self._times, np.float64),
+                    np.array(self._weights, np.float64),
+                )
+            )
+            self._stacks, self._times, self._weights = [], [], []
+
+    # evented input
+
+    @property
+    def open_frames(self) -> list[int]:
+        """The frames currently entered, outermost first (read-only view)."""
+        return self._open
+
+    def enter(self, frame: int, time: float) -> None:
+        """Open `frame` on top of the current stack at `time`."""
+        self._advance(time)
+        self._open.append(frame)
+        self._open_stack = self.stack(self._open_stack, frame)
+
+    def leave(self, frame: int, time: float) -> None:
+        """Close `frame`, which must be the innermost open frame, at `time`."""
+        if not self._open or self._open[-1] != frame:
+            top = self._frames[self._open[-1]].name if self._open else "nothing"
+            raise ValueError(f"cannot leave {self._frames[frame].name!r}: {top!r} is open")
+        self._advance(time)
+        self._open.pop()
+        self._open_stack = int(self._parents[self._open_stack])
+
+    def _advance(self, time: float) -> None:
+        if self._last_event is not None and time > self._last_event:
+            self.add_sample(self._open_stack, time - self._last_event, self._last_event)
+        if self._last_event is None or time > self._last_event:
+            self._last_event = time
+
+    # result
+
+    def build(self) -> Profile:
+        """The finished profile, samples sorted by time (stable for ties)."""
+        self._flush()
+        if self._chunks:
+            stack = np.concatenate([c[0] for c in self._chunks])
+            time = np.concatenate([c[1] for c in self._chunks])
+            weight = np.concatenate([c[2] for c in self._chunks])
+        else:
+            stack, time, weight = _empty_columns()
+        self._chunks = []
+        if len(time) > 1 and np.any(time[1:] < time[:-1]):
+            order = np.argsort(time, kind="stable")
+            stack, time, weight = stack[order], time[order], weight[order]
+        return Profile(
+            name=self.name,
+            unit=self.unit,
+            frames=FrameTable.from_frames(self._frames),
+            stacks=StackTable(
+                np.array(self._parents, np.int32), np.array(self._stack_frames, np.int32)
+            ),
+            samples=Samples(stack, time, weight),
+            sampled=self.sampled,
+            metadata=dict(self.metadata),
+        )
+
+
+def merge_profiles(profiles: Sequence[Profile], name: str | None = None) -> Profile:
+    """Merge profiles of one unit into one: frames and stacks re-interned, samples by time."""
+    if not profiles:
+        raise ValueError("nothing to merge")
+    units = {p.unit for p in profiles}
+    if len(units) > 1:
+        raise ValueError(
+            "cannot merge profiles in different units: " + ", ".join(sorted(u.value for u in units))
+        )
+    builder = ProfileBuilder(name or " + ".join(p.name for p in profiles), profiles[0].unit)
+    builder.sampled = all(p.sampled for p in profiles)
+    for profile in profiles:
+        frame_map = np.fromiter(
+            (builder.frame(*profile.frames[i]) for i in range(len(profile.frames))),
+            np.int64,
+            len(profile.frames),
+        )
+        stack_map = np.empty(len(profile.stacks) + 1, np.int64)
+        stack_map[-1] = -1  # index -1 maps "no stack" to itself
+        for index, (parent, frame) in enumerate(
+            zip(profile.stacks.parent.tolist(), profile.stacks.frame.tolist(), strict=True)
+        ):
+            stack_map[index] = builder.stack(int(stack_map[parent]), int(frame_map[frame]))
+        samples = profile.samples
+        builder.add_samples(stack_map[samples.stack], samples.weight, samples.time)
+    return builder.build()
