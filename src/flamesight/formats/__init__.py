@@ -86,13 +86,17 @@ def _gunzip(data: bytes, max_bytes: int) -> bytes:
                 size += len(chunk)
                 chunk = inflater.decompress(inflater.unconsumed_tail, max_bytes + 1 - size)
         except zlib.error as error:
-            raise FormatError("gzip", f"byte {len(data) - len(rest)}", f"corrupt data ({error})") from None
+            raise FormatError(
+                "gzip", f"byte {len(data) - len(rest)}", f"corrupt data ({error})"
+            ) from None
         parts.append(chunk)
         size += len(chunk)
         if size > max_bytes:
             raise _too_big("gzip", max_bytes)
         if not inflater.eof:
-            raise FormatError("gzip", f"byte {len(data)}", "the file ends in the middle of the stream")
+            raise FormatError(
+                "gzip", f"byte {len(data)}", "the file ends in the middle of the stream"
+            )
         rest = inflater.unused_data
     return b"".join(parts)
 

@@ -26,18 +26,19 @@ class ProfileTooLarge(ValueError):
     """Raised when an input crosses one of the `Limits`."""
 
 
-_current: ContextVar[Limits] = ContextVar("flamesight_limits", default=Limits())
+_DEFAULT = Limits()
+_current: ContextVar[Limits] = ContextVar("flamesight_limits")
 
 
 def current_limits() -> Limits:
     """The limits in force for the load running in this context."""
-    return _current.get()
+    return _current.get(_DEFAULT)
 
 
 @contextlib.contextmanager
 def limits_in_force(limits: Limits | None = None, **overrides: int) -> Iterator[Limits]:
     """Apply `limits` (or the current ones with `overrides`) inside the block."""
-    chosen = replace(limits or _current.get(), **overrides)
+    chosen = replace(limits or _current.get(_DEFAULT), **overrides)
     token = _current.set(chosen)
     try:
         yield chosen

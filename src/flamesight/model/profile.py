@@ -56,7 +56,10 @@ class FrameTable:
         line = int(self.line[index])
         col = int(self.col[index])
         return Frame(
-            self.name[index], self.file[index], line if line >= 0 else None, col if col >= 0 else None
+            self.name[index],
+            self.file[index],
+            line if line >= 0 else None,
+            col if col >= 0 else None,
         )
 
     @classmethod
@@ -66,7 +69,9 @@ class FrameTable:
         files = np.empty(len(frames), dtype=object)
         names[:] = [f.name for f in frames]
         files[:] = [f.file for f in frames]
-        lines = np.fromiter((-1 if f.line is None else f.line for f in frames), np.int64, len(frames))
+        lines = np.fromiter(
+            (-1 if f.line is None else f.line for f in frames), np.int64, len(frames)
+        )
         cols = np.fromiter((-1 if f.col is None else f.col for f in frames), np.int64, len(frames))
         return cls(names, files, lines, cols)
 
@@ -145,6 +150,30 @@ class StackTable:
             pre[nodes] = base + before_in_group
         return pre, size
 
+    def regroup(self, key_of_frame: np.ndarray) -> tuple[StackTable, np.ndarray]:
+        """The prefix tree over frame groups (e.g. functions) instead of frames.
+
+        Returns the new table, whose `frame` column holds group ids, and the
+        node of the new table that each node of this one maps to. Paths that
+        differ only in frames of the same group become one node.
+        """
+        ids: dict[tuple[int, int], int] = {}
+        parents: list[int] = []
+        groups: list[int] = []
+        node_map = np.empty(len(self.parent), np.int64)
+        keys = key_of_frame[self.frame].tolist()
+        for node, parent in enumerate(self.parent.tolist()):
+            new_parent = int(node_map[parent]) if parent >= 0 else -1
+            pair = (new_parent, keys[node])
+            new_node = ids.get(pair)
+            if new_node is None:
+                new_node = ids[pair] = len(parents)
+                parents.append(new_parent)
+                groups.append(keys[node])
+            node_map[node] = new_node
+        table = StackTable(np.array(parents, np.int32), np.array(groups, np.int32))
+        return table, node_map
+
     def subtree_sums(self, values: np.ndarray) -> np.ndarray:
         """For every node, the sum of `values` over the node and its descendants."""
         pre, size = self._tour
@@ -217,7 +246,7 @@ class Profile:
         """Sum of all sample weights."""
         return float(self.samples.weight.sum())
 
-    def format(self, value: float) -> str:
+    def format_value(self, value: float) -> str:
         """Format a weight in this profile's unit."""
         return format_value(value, self.unit)
 
@@ -228,7 +257,9 @@ class Profile:
             self.samples.stack[used], weights=self.samples.weight[used], minlength=len(self.stacks)
         ).astype(np.float64)
 
-    def frame_weights(self, key_of_frame: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def frame_weights(
+        self, key_of_frame: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Self and total weight per frame, or per group when `key_of_frame` maps frames to groups.
 
         Total counts a frame (or group) once per stack when it recurses.

@@ -88,7 +88,7 @@ def _format_bytes(count: float) -> str:
     for scale, suffix in ((1e12, "TB"), (1e9, "GB"), (1e6, "MB"), (1e3, "kB")):
         if magnitude >= scale:
             return f"{_three_digits(count / scale)} {suffix}"
-    return f"{int(round(count)):,} B"
+    return f"{round(count):,} B"
 
 
 def _three_digits(number: float) -> str:

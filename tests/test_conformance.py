@@ -1,0 +1,128 @@
+"""Every conformance profile in a supported format matches what speedscope computes.
+
+`../shared/conformance/expected.json` holds, per file, the profile names and
+every frame's self and total weight as speedscope's importer reports them.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from pathlib import Path
+
+import orjson
+import pytest
+
+from flamesight.formats import FormatError, load
+from tests.conftest import CONFORMANCE
+
+# Folders (and single files) under profiles/ whose formats flamesight reads.
+SUPPORTED = (
+    "speedscope/",
+    "stackcollapse/",
+    "Chrome/",
+    "node/",
+    "trace-event/",
+    "pprof/",
+    "linux-perf/",
+)
+# Files in supported folders that belong to formats not read yet.
+NOT_YET = (
+    ".heapprofile",
+    ".v8log.json",
+    "-v8.log",
+)
+MUST_FAIL = ("speedscope/invalid/",)
+
+
+def _expected() -> dict[str, dict]:
+    path = CONFORMANCE / "expected.json"
+    return orjson.loads(path.read_bytes()) if path.is_file() else {}
+
+
+def _supported(relative: str) -> bool:
+    return relative.startswith(SUPPORTED) and not relative.endswith(NOT_YET)
+
+
+def _profile_files() -> list[str]:
+    root = CONFORMANCE / "profiles"
+    if not root.is_dir():
+        return []
+    return sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
+
+
+EXPECTED = _expected()
+ENTRIES = sorted(k for k in EXPECTED if _supported(k))
+UNLISTED = [
+    f
+    for f in _profile_files()
+    if _supported(f) and f not in EXPECTED and not f.startswith(MUST_FAIL)
+]
+INVALID = [f for f in _profile_files() if f.startswith(MUST_FAIL)]
+
+
+def _frame_key(name: str, file: str | None, line: int | None, col: int | None) -> tuple:
+    return (name, file or None, line, col)
+
+
+def frame_table(profile) -> dict[tuple, tuple[float, float]]:
+    """(name, file, line, col) -> (self, total), merging rows that print alike."""
+    self_weight, total_weight = profile.frame_weights()
+    table: dict[tuple, list[float]] = defaultdict(lambda: [0.0, 0.0])
+    for index in range(len(profile.frames)):
+        frame = profile.frames[index]
+        row = table[_frame_key(*frame)]
+        row[0] += float(self_weight[index])
+        row[1] = max(row[1], float(total_weight[index]))
+    return {key: (s, t) for key, (s, t) in table.items()}
+
+
+@pytest.mark.parametrize("relative", ENTRIES or [pytest.param("none", marks=pytest.mark.skip)])
+def test_matches_speedscope(conformance_dir: Path, relative: str) -> None:
+    """Profile names and every frame's self and total weight agree with speedscope."""
+    expected = EXPECTED[relative]
+    group = load(conformance_dir / "profiles" / relative)
+    assert [p.name for p in group.profiles] == [p["name"] for p in expected["profiles"]]
+    assert group.active_index == expected["index_to_view"]
+    for profile, want in zip(group.profiles, expected["profiles"], strict=True):
+        got = frame_table(profile)
+        wanted: dict[tuple, list[float]] = defaultdict(lambda: [0.0, 0.0])
+        for frame in want["frames"]:
+            row = wanted[_frame_key(frame["name"], frame["file"], frame["line"], frame["col"])]
+            row[0] += frame["self"]
+            row[1] = max(row[1], frame["total"])
+        for key, (self_w, total_w) in wanted.items():
+            assert key in got, f"{profile.name}: frame {key} missing; have {sorted(got)[:10]}"
+            got_self, got_total = got[key]
+            assert math.isclose(got_self, self_w, rel_tol=1e-9, abs_tol=1e-9), (
+                key,
+                "self",
+                got_self,
+                self_w,
+            )
+            assert math.isclose(got_total, total_w, rel_tol=1e-9, abs_tol=1e-9), (
+                key,
+                "total",
+                got_total,
+                total_w,
+            )
+        extra = {k for k, (s, t) in got.items() if (s or t) and k not in wanted}
+        assert not extra, f"{profile.name}: frames speedscope does not have: {sorted(extra)[:10]}"
+
+
+@pytest.mark.parametrize("relative", UNLISTED or [pytest.param("none", marks=pytest.mark.skip)])
+def test_unlisted_file_loads_or_says_why(conformance_dir: Path, relative: str) -> None:
+    """A supported file with no expectations loads, or fails with a FormatError."""
+    try:
+        group = load(conformance_dir / "profiles" / relative)
+    except FormatError as error:
+        assert str(error)
+    else:
+        assert group.profiles
+
+
+@pytest.mark.parametrize("relative", INVALID or [pytest.param("none", marks=pytest.mark.skip)])
+def test_invalid_speedscope_files_fail(conformance_dir: Path, relative: str) -> None:
+    """Files speedscope itself rejects raise a FormatError with a message."""
+    with pytest.raises(FormatError, match=r".+, .+: .+"):
+        load(conformance_dir / "profiles" / relative)
