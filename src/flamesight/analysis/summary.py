@@ -182,18 +182,24 @@ def _timeline(profile: Profile, lo: float, hi: float, fmt: Any) -> list[dict[str
     """Top function by self weight in each of a few equal slices of the range."""
     if hi <= lo or not len(profile.samples):
         return []
+    key_of_frame, keys = profile.frames.function_keys()
+    key_of_node = profile.stacks.node_keys(key_of_frame)
     edges = np.linspace(lo, hi, TIMELINE_BUCKETS + 1)
     buckets = []
     for left, right in itertools.pairwise(edges):
-        part = profile.slice(float(left), float(right))
-        weight = part.total_weight
+        part = profile.slice(float(left), float(right)).samples
+        weight = float(part.weight.sum())
         if weight <= 0:
             continue
-        heaviest = max(function_weights(part), key=lambda f: f.self, default=None)
         entry: dict[str, Any] = {"from": fmt(float(left)), "weight": fmt(weight)}
-        if heaviest is not None and heaviest.self > 0:
-            entry["top"] = _cut(heaviest.name, NAME_LIMIT)
-            entry["top_pct"] = round(heaviest.self_pct, 1)
+        on_stack = part.stack >= 0
+        if on_stack.any():
+            per_function = np.bincount(
+                key_of_node[part.stack[on_stack]], weights=part.weight[on_stack], minlength=len(keys)
+            )
+            heaviest = int(per_function.argmax())
+            entry["top"] = _cut(keys[heaviest][0], NAME_LIMIT)
+            entry["top_pct"] = round(100.0 * float(per_function[heaviest]) / weight, 1)
         buckets.append(entry)
     return buckets
 

@@ -20,10 +20,10 @@ duration.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -76,10 +76,14 @@ class FrameTable:
         return cls(names, files, lines, cols)
 
     def function_keys(self) -> tuple[np.ndarray, list[tuple[str, str | None]]]:
-        """Group frames into functions keyed by (name, file).
+        """Frames grouped into functions keyed by (name, file), computed once.
 
-        Returns the function id of every frame and the (name, file) of every id.
+        The function id of every frame, and the (name, file) of every id.
         """
+        return self._function_keys
+
+    @cached_property
+    def _function_keys(self) -> tuple[np.ndarray, list[tuple[str, str | None]]]:
         ids: dict[tuple[str, str | None], int] = {}
         key_of_frame = np.fromiter(
             (ids.setdefault((n, f), len(ids)) for n, f in zip(self.name, self.file, strict=True)),
@@ -91,10 +95,24 @@ class FrameTable:
 
 @dataclass(frozen=True, eq=False)
 class StackTable:
-    """A prefix tree of frames: stack `i` is frame `frame[i]` called from `parent[i]`."""
+    """A prefix tree of frames: stack `i` is frame `frame[i]` called from `parent[i]`.
+
+    Results that depend only on the tree and a frame grouping (`regroup`,
+    `outermost_mask`) are memoised per grouping array, so the slices of a
+    profile, which share its stack table, compute them once.
+    """
 
     parent: np.ndarray
     frame: np.ndarray
+    _memo: dict[tuple[str, int], tuple[np.ndarray, object]] = field(
+        default_factory=dict, repr=False, compare=False
+    )
+
+    def _memoised(self, name: str, key: np.ndarray, compute: Callable[[np.ndarray], Any]) -> Any:
+        entry = self._memo.get((name, id(key)))
+        if entry is None or entry[0] is not key:
+            entry = self._memo[(name, id(key))] = (key, compute(key))
+        return entry[1]
 
     def __len__(self) -> int:
         return len(self.parent)
@@ -150,6 +168,10 @@ class StackTable:
             pre[nodes] = base + before_in_group
         return pre, size
 
+    def node_keys(self, key_of_frame: np.ndarray) -> np.ndarray:
+        """The group of every node's frame, for a frame grouping such as functions."""
+        return self._memoised("keys", key_of_frame, lambda keys: keys[self.frame])
+
     def regroup(self, key_of_frame: np.ndarray) -> tuple[StackTable, np.ndarray]:
         """The prefix tree over frame groups (e.g. functions) instead of frames.
 
@@ -157,6 +179,9 @@ class StackTable:
         node of the new table that each node of this one maps to. Paths that
         differ only in frames of the same group become one node.
         """
+        return self._memoised("regroup", key_of_frame, self._regroup)
+
+    def _regroup(self, key_of_frame: np.ndarray) -> tuple[StackTable, np.ndarray]:
         ids: dict[tuple[int, int], int] = {}
         parents: list[int] = []
         groups: list[int] = []
@@ -188,6 +213,9 @@ class StackTable:
         Summing subtree weights over these nodes counts a recursive function
         once per stack.
         """
+        return self._memoised("outermost", key_of_node, self._outermost)
+
+    def _outermost(self, key_of_node: np.ndarray) -> np.ndarray:
         n = len(self.parent)
         if n == 0:
             return np.zeros(0, bool)
@@ -269,7 +297,7 @@ class Profile:
         groups = int(key_of_frame.max()) + 1 if len(key_of_frame) else 0
         if len(self.stacks) == 0:
             return np.zeros(groups), np.zeros(groups)
-        key_of_node = key_of_frame[self.stacks.frame]
+        key_of_node = self.stacks.node_keys(key_of_frame)
         leaf = self.stack_weights()
         self_weight = np.bincount(key_of_node, weights=leaf, minlength=groups)
         subtree = self.stacks.subtree_sums(leaf)
