@@ -13,9 +13,10 @@ the Markdown fit. The number of rows dropped is found by binary search, so a
 summary costs a few renders whatever the budget.
 
 Tokens are estimated offline with `estimate_tokens`, a deliberately
-pessimistic count (words split into 4-character pieces, numbers into
-3-digit pieces, every punctuation mark one token): real tokenizers of the
-GPT and Llama families produce fewer tokens for the same text.
+pessimistic count (ASCII words split into 4-character pieces, numbers into
+3-digit pieces, runs of ASCII punctuation into 2-character pieces, every
+other character one token, every line break one token): the BPE tokenizers
+of the GPT and Llama families produce fewer tokens for the same text.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ NAME_LIMIT = 100
 FILE_LIMIT = 60
 TIMELINE_BUCKETS = 10
 
-_PIECES = re.compile(r"[A-Za-z]+|\d+|[^\sA-Za-z\d]")
+_PIECES = re.compile(r"[A-Za-z]+|[0-9]+|[!-/:-@\[-`{-~]+|[^\s]")
 _IDLE = re.compile(r"^\((idle|program|root)\)$|^idle$|\bcpu_idle\b|\bswapper\b", re.IGNORECASE)
 _GC = re.compile(r"garbage|(^|[^a-z])gc([^a-z]|$)|^runtime\.gc|\bGC\b|\bgc_collect", re.IGNORECASE)
 
@@ -50,10 +51,12 @@ def estimate_tokens(text: str) -> int:
     count = 0
     for piece in _PIECES.findall(text):
         first = piece[0]
-        if first.isalpha():
+        if first.isascii() and first.isalpha():
             count += math.ceil(len(piece) / 4)
-        elif first.isdigit():
+        elif first.isascii() and first.isdigit():
             count += math.ceil(len(piece) / 3)
+        elif first.isascii():
+            count += math.ceil(len(piece) / 2)
         else:
             count += 1
     return count + text.count("\n")
@@ -195,7 +198,9 @@ def _timeline(profile: Profile, lo: float, hi: float, fmt: Any) -> list[dict[str
         on_stack = part.stack >= 0
         if on_stack.any():
             per_function = np.bincount(
-                key_of_node[part.stack[on_stack]], weights=part.weight[on_stack], minlength=len(keys)
+                key_of_node[part.stack[on_stack]],
+                weights=part.weight[on_stack],
+                minlength=len(keys),
             )
             heaviest = int(per_function.argmax())
             entry["top"] = _cut(keys[heaviest][0], NAME_LIMIT)
