@@ -96,13 +96,17 @@ class FunctionView:
         ).astype(np.float64)
         return cls(keys, table, leaf, table.subtree_sums(leaf))
 
-    def children(self) -> list[list[int]]:
-        """Child node ids of every node, heaviest first."""
-        kids: list[list[int]] = [[] for _ in range(len(self.table))]
-        for node in np.argsort(-self.subtree, kind="stable").tolist():
-            parent = int(self.table.parent[node])
+    def children(self, floor: float = 0.0, depth: int | None = None) -> dict[int, list[int]]:
+        """Child ids of the nodes heavier than `floor` within `depth` levels, heaviest first."""
+        wanted = self.subtree > floor
+        if depth is not None:
+            wanted &= self.table.depth < depth
+        nodes = np.flatnonzero(wanted)
+        nodes = nodes[np.argsort(-self.subtree[nodes], kind="stable")]
+        kids: dict[int, list[int]] = {}
+        for node, parent in zip(nodes.tolist(), self.table.parent[nodes].tolist(), strict=True):
             if parent >= 0:
-                kids[parent].append(node)
+                kids.setdefault(parent, []).append(node)
         return kids
 
     def roots(self) -> list[int]:
@@ -140,8 +144,8 @@ def call_tree(
     """The top-down call tree of [start, end), merged by function, cut at `depth` levels."""
     selected = _select(profile, start, end)
     view = FunctionView.of(selected)
-    kids = view.children()
     floor = selected.total_weight * min_pct / 100.0
+    kids = view.children(floor, depth)
 
     def build(node: int) -> CallNode:
         name, file = view.keys[int(view.table.frame[node])]
@@ -154,9 +158,7 @@ def call_tree(
         out, node, level = pending.pop()
         if depth is not None and level >= depth:
             continue
-        for child in kids[node]:
-            if view.subtree[child] <= floor:
-                continue
+        for child in kids.get(node, []):
             child_out = build(child)
             out.children.append(child_out)
             pending.append((child_out, child, level + 1))
