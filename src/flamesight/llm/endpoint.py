@@ -1,0 +1,615 @@
+"""One chat turn with a model endpoint: streamed, with a non-streaming fallback.
+
+OpenAI-compatible endpoints (OpenAI, Ollama, vLLM, llama.cpp server, LM
+Studio, gateways) and Azure OpenAI go through the `openai` SDK, Anthropic's
+Messages API through the `anthropic` SDK. The SDKs retry 429, 5xx and
+timeouts with exponential backoff, honouring ``Retry-After``, up to
+``settings.max_retries`` times. On top of that:
+
+- a streamed request that the server refuses because of ``stream`` is sent
+  again without streaming, and a server that answers a streamed request with
+  plain JSON is read as such;
+- a server that wants ``max_completion_tokens`` instead of ``max_tokens``
+  gets the request again with that field;
+- an OAuth access token that the endpoint refuses with 401 is dropped and
+  fetched once more;
+- every failure becomes an `LLMError` with a specific message, scrubbed of
+  every credential in play.
+
+``temperature`` goes to OpenAI-compatible endpoints only: the Messages API
+of the `anthropic` SDK in use takes none.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from typing import Any
+
+import anthropic
+import httpx2
+import openai
+import orjson
+
+from flamesight.llm.auth import ApiKey, Auth, ClientCredentials, NoAuth, connection_problem
+from flamesight.llm.errors import Failure, LLMError
+from flamesight.llm.redaction import scrub
+from flamesight.llm.settings import Settings
+
+log = logging.getLogger(__name__)
+
+TextCallback = Callable[[str], None]
+_SERVER_TEXT_LIMIT = 300
+_STATUS_ERRORS = (openai.APIStatusError, anthropic.APIStatusError)
+_TIMEOUT_ERRORS = (openai.APITimeoutError, anthropic.APITimeoutError, httpx2.TimeoutException)
+_CONNECTION_ERRORS = (
+    openai.APIConnectionError,
+    anthropic.APIConnectionError,
+    httpx2.TransportError,
+)
+_API_ERRORS = (openai.APIError, anthropic.APIError)
+
+
+@dataclass(frozen=True)
+class Usage:
+    """Tokens the endpoint reports for one turn (None where it reports nothing)."""
+
+    prompt_tokens: int | None
+    completion_tokens: int | None
+
+    @property
+    def total_tokens(self) -> int | None:
+        """Prompt plus completion tokens, when both are known."""
+        if self.prompt_tokens is None or self.completion_tokens is None:
+            return None
+        return self.prompt_tokens + self.completion_tokens
+
+
+@dataclass(frozen=True)
+class Completion:
+    """The model's answer to one turn."""
+
+    text: str
+    model: str
+    usage: Usage | None
+    finish_reason: str | None
+    streamed: bool
+
+
+@dataclass(frozen=True)
+class _Turn:
+    """What to send, and the choices the fallbacks may change."""
+
+    system: str
+    user: str
+    stream: bool
+    completion_tokens_field: str = "max_tokens"
+
+
+class _StreamFailure(Exception):
+    """A failure after the answer started arriving (the connection or the data broke)."""
+
+    def __init__(self, cause: BaseException, received: int) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
+        self.received = received
+
+
+def complete(
+    settings: Settings,
+    auth: Auth,
+    system: str,
+    user: str,
+    on_text: TextCallback | None = None,
+) -> Completion:
+    """Send one system + user turn and return the answer; `on_text` gets each piece as it arrives.
+
+    Raises `LLMError` with a message naming what failed and what to do.
+    """
+    turn = _Turn(system, user, settings.stream)
+    token_retried = False
+    while True:
+        try:
+            return _send(settings, auth, turn, on_text)
+        except _STATUS_ERRORS as error:
+            status = error.status_code
+            message = _server_message(error)
+            if status == 401 and isinstance(auth, ClientCredentials) and not token_retried:
+                log.info("the endpoint refused the OAuth token; fetching a new one")
+                auth.invalidate()
+                token_retried = True
+                continue
+            if status in (400, 422, 501) and turn.stream and re.search(r"\bstream", message, re.I):
+                log.info("the endpoint refused streaming (HTTP %s); asking without it", status)
+                turn = replace(turn, stream=False)
+                continue
+            if (
+                status in (400, 422)
+                and settings.provider != "anthropic"
+                and turn.completion_tokens_field == "max_tokens"
+                and "max_completion_tokens" in message
+            ):
+                log.info("the endpoint wants max_completion_tokens; asking again with it")
+                turn = replace(turn, completion_tokens_field="max_completion_tokens")
+                continue
+            raise _status_error(settings, auth, error) from None
+        except LLMError as error:
+            # Messages quoting the server (bodies, error fields) may echo a credential.
+            raise _fail(auth, error.failure, error.message, error.status) from None
+        except _StreamFailure as failure:
+            raise _stream_error(settings, auth, failure) from None
+        except _TIMEOUT_ERRORS as error:
+            raise _fail(
+                auth,
+                Failure.TIMEOUT,
+                f"no answer from {settings.display_url} within {settings.timeout:g} s"
+                f"{_attempts(error)}; raise the timeout or try again later",
+            ) from None
+        except _CONNECTION_ERRORS as error:
+            raise _fail(
+                auth,
+                Failure.CONNECT,
+                f"cannot connect to {settings.display_url}: {connection_problem(error)}",
+            ) from None
+        except _API_ERRORS as error:
+            raise _fail(
+                auth,
+                Failure.BAD_ANSWER,
+                f"{settings.display_url} reported an error: {_server_message(error)}",
+            ) from None
+
+
+def _send(settings: Settings, auth: Auth, turn: _Turn, on_text: TextCallback | None) -> Completion:
+    if settings.provider == "anthropic":
+        return _send_anthropic(settings, auth, turn, on_text)
+    return _send_openai(settings, auth, turn, on_text)
+
+
+# OpenAI-compatible and Azure
+
+
+def _credentials(auth: Auth) -> str:
+    """The key or access token to send (fetching a token when needed); a placeholder for none."""
+    if isinstance(auth, ClientCredentials):
+        return auth.access_token().reveal()
+    if isinstance(auth, ApiKey):
+        return auth.key.reveal()
+    return "none"
+
+
+def _openai_client(settings: Settings, auth: Auth) -> openai.OpenAI:
+    common: dict[str, Any] = {
+        "base_url": settings.base_url,
+        "timeout": settings.timeout,
+        "max_retries": settings.max_retries,
+        "default_headers": dict(settings.headers) or None,
+        "default_query": dict(settings.query) or None,
+    }
+    secret = _credentials(auth)
+    if settings.provider != "azure":
+        return openai.OpenAI(api_key=secret, **common)
+    if isinstance(auth, ClientCredentials):
+        return openai.AzureOpenAI(azure_ad_token=secret, api_version=settings.api_version, **common)
+    return openai.AzureOpenAI(api_key=secret, api_version=settings.api_version, **common)
+
+
+def _send_openai(
+    settings: Settings, auth: Auth, turn: _Turn, on_text: TextCallback | None
+) -> Completion:
+    client = _openai_client(settings, auth)
+    body: dict[str, Any] = {
+        "model": settings.model,
+        "messages": [
+            {"role": "system", "content": turn.system},
+            {"role": "user", "content": turn.user},
+        ],
+        turn.completion_tokens_field: settings.max_tokens,
+        "temperature": settings.temperature,
+        "stream": turn.stream,
+    }
+    if turn.stream:
+        body["stream_options"] = {"include_usage": True}
+    if isinstance(auth, NoAuth):
+        header = "api-key" if settings.provider == "azure" else "Authorization"
+        body["extra_headers"] = {header: openai.Omit()}
+    with client, client.chat.completions.with_streaming_response.create(**body) as response:
+        content_type = response.headers.get("content-type", "")
+        if turn.stream and "text/event-stream" in content_type:
+            return _read_openai_stream(settings, response.parse(), on_text)
+        return _read_openai_json(settings, _read_body(response), content_type, on_text)
+
+
+def _read_openai_stream(
+    settings: Settings, chunks: Iterator[Any], on_text: TextCallback | None
+) -> Completion:
+    parts: list[str] = []
+    model = settings.model
+    usage: Usage | None = None
+    finish_reason: str | None = None
+    with _receiving(parts):
+        for chunk in chunks:
+            model = getattr(chunk, "model", None) or model
+            reported = getattr(chunk, "usage", None)
+            if reported is not None:
+                usage = Usage(
+                    getattr(reported, "prompt_tokens", None),
+                    getattr(reported, "completion_tokens", None),
+                )
+            for choice in getattr(chunk, "choices", None) or []:
+                delta = getattr(choice, "delta", None)
+                text = getattr(delta, "content", None) if delta is not None else None
+                if isinstance(text, str) and text:
+                    parts.append(text)
+                    if on_text is not None:
+                        on_text(text)
+                finish_reason = getattr(choice, "finish_reason", None) or finish_reason
+    if finish_reason is None:
+        raise _fail_truncated(settings, parts, "it sent no finish_reason")
+    return Completion("".join(parts), model, usage, finish_reason, streamed=True)
+
+
+def _read_openai_json(
+    settings: Settings, raw: bytes, content_type: str, on_text: TextCallback | None
+) -> Completion:
+    data = _json_answer(settings, raw, content_type)
+    if "error" in data and "choices" not in data:
+        error = data["error"]
+        message = error.get("message") if isinstance(error, dict) else error
+        raise LLMError(
+            Failure.REJECTED, f"{settings.display_url} answered with an error: {message}"
+        )
+    try:
+        choice = data["choices"][0]
+        text = choice["message"]["content"]
+        finish_reason = choice.get("finish_reason")
+    except (KeyError, IndexError, TypeError):
+        raise LLMError(
+            Failure.BAD_ANSWER,
+            f"the answer from {settings.display_url} has no choices[0].message.content; "
+            "is it a chat-completions endpoint?",
+        ) from None
+    if not isinstance(text, str):
+        raise LLMError(Failure.BAD_ANSWER, f"the answer from {settings.display_url} holds no text")
+    reported = data.get("usage") if isinstance(data.get("usage"), dict) else None
+    usage = (
+        Usage(
+            _int_or_none(reported.get("prompt_tokens")),
+            _int_or_none(reported.get("completion_tokens")),
+        )
+        if reported
+        else None
+    )
+    if on_text is not None and text:
+        on_text(text)
+    model = data.get("model") if isinstance(data.get("model"), str) else settings.model
+    return Completion(text, model or settings.model, usage, finish_reason, streamed=False)
+
+
+# Anthropic
+
+
+def _send_anthropic(
+    settings: Settings, auth: Auth, turn: _Turn, on_text: TextCallback | None
+) -> Completion:
+    secret = _credentials(auth)
+    kind = "auth_token" if isinstance(auth, ClientCredentials) else "api_key"
+    client = anthropic.Anthropic(
+        base_url=settings.base_url,
+        timeout=settings.timeout,
+        max_retries=settings.max_retries,
+        default_headers=dict(settings.headers) or None,
+        default_query=dict(settings.query) or None,
+        **{kind: secret},
+    )
+    body: dict[str, Any] = {
+        "model": settings.model,
+        "system": turn.system,
+        "messages": [{"role": "user", "content": turn.user}],
+        "max_tokens": settings.max_tokens,
+        "stream": turn.stream,
+    }
+    if isinstance(auth, NoAuth):
+        body["extra_headers"] = {"Authorization": anthropic.Omit()}
+    with client, client.messages.with_streaming_response.create(**body) as response:
+        content_type = response.headers.get("content-type", "")
+        if turn.stream and "text/event-stream" in content_type:
+            return _read_anthropic_stream(settings, response.parse(), on_text)
+        return _read_anthropic_json(settings, _read_body(response), content_type, on_text)
+
+
+def _read_anthropic_stream(
+    settings: Settings, events: Iterator[Any], on_text: TextCallback | None
+) -> Completion:
+    parts: list[str] = []
+    model = settings.model
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    stop_reason: str | None = None
+    stopped = False
+    with _receiving(parts):
+        for event in events:
+            kind = getattr(event, "type", None)
+            if kind == "message_start":
+                message = event.message
+                model = getattr(message, "model", None) or model
+                usage = getattr(message, "usage", None)
+                input_tokens = getattr(usage, "input_tokens", None)
+                output_tokens = getattr(usage, "output_tokens", None)
+            elif kind == "content_block_delta":
+                text = getattr(event.delta, "text", None)
+                if isinstance(text, str) and text:
+                    parts.append(text)
+                    if on_text is not None:
+                        on_text(text)
+            elif kind == "message_delta":
+                stop_reason = getattr(event.delta, "stop_reason", None) or stop_reason
+                usage = getattr(event, "usage", None)
+                output_tokens = getattr(usage, "output_tokens", None) or output_tokens
+            elif kind == "message_stop":
+                stopped = True
+    if not stopped:
+        raise _fail_truncated(settings, parts, "it sent no message_stop")
+    usage_seen = input_tokens is not None or output_tokens is not None
+    return Completion(
+        "".join(parts),
+        model,
+        Usage(input_tokens, output_tokens) if usage_seen else None,
+        _finish_reason(stop_reason),
+        streamed=True,
+    )
+
+
+def _read_anthropic_json(
+    settings: Settings, raw: bytes, content_type: str, on_text: TextCallback | None
+) -> Completion:
+    data = _json_answer(settings, raw, content_type)
+    blocks = data.get("content")
+    if not isinstance(blocks, list):
+        raise LLMError(
+            Failure.BAD_ANSWER,
+            f"the answer from {settings.display_url} has no content blocks; "
+            "is it an Anthropic Messages endpoint?",
+        )
+    text = "".join(
+        block["text"]
+        for block in blocks
+        if isinstance(block, dict)
+        and block.get("type") == "text"
+        and isinstance(block.get("text"), str)
+    )
+    reported = data.get("usage") if isinstance(data.get("usage"), dict) else None
+    usage = (
+        Usage(
+            _int_or_none(reported.get("input_tokens")), _int_or_none(reported.get("output_tokens"))
+        )
+        if reported
+        else None
+    )
+    if on_text is not None and text:
+        on_text(text)
+    model = data.get("model") if isinstance(data.get("model"), str) else None
+    return Completion(
+        text,
+        model or settings.model,
+        usage,
+        _finish_reason(data.get("stop_reason")),
+        streamed=False,
+    )
+
+
+def _finish_reason(stop_reason: object) -> str | None:
+    """Anthropic's stop reason in the OpenAI vocabulary ("stop", "length")."""
+    if stop_reason == "max_tokens":
+        return "length"
+    if stop_reason in ("end_turn", "stop_sequence"):
+        return "stop"
+    return stop_reason if isinstance(stop_reason, str) else None
+
+
+# reading answers
+
+
+@contextmanager
+def _receiving(parts: list[str]) -> Iterator[None]:
+    """Turn a failure while a stream is read into a `_StreamFailure` that knows what arrived."""
+    try:
+        yield
+    except LLMError:
+        raise
+    except (*_CONNECTION_ERRORS, *_API_ERRORS, json.JSONDecodeError) as error:
+        raise _StreamFailure(error, sum(len(p) for p in parts)) from None
+
+
+def _read_body(response: Any) -> bytes:
+    try:
+        return response.read()
+    except (*_CONNECTION_ERRORS, *_API_ERRORS) as error:
+        raise _StreamFailure(error, 0) from None
+
+
+def _json_answer(settings: Settings, raw: bytes, content_type: str) -> dict[str, Any]:
+    kind = content_type.split(";")[0].strip() or "no content type"
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        if "json" in kind:
+            raise LLMError(
+                Failure.BAD_ANSWER,
+                f"the JSON answer from {settings.display_url} is cut off or malformed "
+                f"({len(raw):,} bytes received); try again",
+            ) from None
+        start = raw[:80].decode("utf-8", "replace").strip().replace("\n", " ")
+        raise LLMError(
+            Failure.BAD_ANSWER,
+            f"{settings.display_url} answered with {kind}, not JSON ({start!r}...); "
+            "is the URL a chat-completions endpoint?",
+        ) from None
+    if not isinstance(data, dict):
+        raise LLMError(
+            Failure.BAD_ANSWER, f"the answer from {settings.display_url} is JSON but not an object"
+        )
+    return data
+
+
+def _int_or_none(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+# errors
+
+
+def _fail(auth: Auth, failure: Failure, message: str, status: int | None = None) -> LLMError:
+    return LLMError(failure, scrub(message, auth.secrets()), status)
+
+
+def _fail_truncated(settings: Settings, parts: list[str], why: str) -> LLMError:
+    received = sum(len(p) for p in parts)
+    return LLMError(
+        Failure.BAD_ANSWER,
+        f"the answer from {settings.display_url} stopped before the model finished ({why}; "
+        f"{received:,} characters received): the answer is truncated; try again",
+    )
+
+
+def _stream_error(settings: Settings, auth: Auth, failure: _StreamFailure) -> LLMError:
+    cause = failure.cause
+    received = f"{failure.received:,} characters received"
+    if isinstance(cause, _TIMEOUT_ERRORS):
+        return _fail(
+            auth,
+            Failure.TIMEOUT,
+            f"{settings.display_url} stopped sending in the middle of the answer (nothing for "
+            f"{settings.timeout:g} s, {received}): the answer is incomplete; try again",
+        )
+    if isinstance(cause, _CONNECTION_ERRORS):
+        return _fail(
+            auth,
+            Failure.BAD_ANSWER,
+            f"the connection to {settings.display_url} was closed in the middle of the answer "
+            f"({received}): the answer is incomplete; try again",
+        )
+    if isinstance(cause, json.JSONDecodeError):
+        return _fail(
+            auth,
+            Failure.BAD_ANSWER,
+            f"{settings.display_url} sent a streamed chunk that is not valid JSON "
+            f"({received}); is the URL a chat-completions endpoint?",
+        )
+    return _fail(
+        auth,
+        Failure.SERVER,
+        f"{settings.display_url} reported an error in the middle of the answer "
+        f"({received}): {_server_message(cause)}",
+    )
+
+
+def _server_message(error: BaseException) -> str:
+    """The endpoint's own words about an error, shortened."""
+    body = getattr(error, "body", None)
+    text: object = None
+    if isinstance(body, dict):
+        inner = body.get("error", body)
+        if isinstance(inner, dict):
+            text = inner.get("message") or inner.get("detail") or inner.get("type")
+        elif isinstance(inner, str):
+            text = inner
+        text = text or body.get("message") or body.get("detail")
+    elif isinstance(body, str) and body.strip():
+        text = body
+    if not text:
+        response = getattr(error, "response", None)
+        reason = getattr(response, "reason_phrase", "") if response is not None else ""
+        text = reason or getattr(error, "message", "") or type(error).__name__
+    flat = " ".join(str(text).split())
+    return flat if len(flat) <= _SERVER_TEXT_LIMIT else flat[: _SERVER_TEXT_LIMIT - 1] + "…"
+
+
+def _attempts(error: BaseException) -> str:
+    """ " (after N attempts)" from the retry count the SDK put on its last request."""
+    try:
+        request = error.request  # type: ignore[attr-defined]
+        retries = int(request.headers.get("x-stainless-retry-count", "0"))
+    except (AttributeError, RuntimeError, TypeError, ValueError):
+        retries = 0
+    return f" (after {retries + 1} attempts)" if retries else ""
+
+
+def _status_error(settings: Settings, auth: Auth, error: Any) -> LLMError:
+    status: int = error.status_code
+    said = _server_message(error)
+    where = settings.display_url
+    attempts = _attempts(error)
+    if status == 401:
+        if isinstance(auth, ClientCredentials):
+            advice = (
+                f"the OAuth token from {auth.token_url.split('?')[0]} was issued but is not "
+                "accepted here: check the client's scope or audience for this endpoint"
+            )
+        elif isinstance(auth, ApiKey):
+            advice = (
+                f"check the API key from {auth.source}: it is wrong, expired or for another service"
+            )
+        else:
+            advice = "this endpoint needs credentials: set FLAMESIGHT_LLM_API_KEY or use --api-key-env / --oauth-file"
+        return _fail(
+            auth,
+            Failure.UNAUTHORIZED,
+            f"{where} refused the credentials (HTTP 401: {said}); {advice}",
+            status,
+        )
+    if status == 403:
+        scope = " or the OAuth token's scope" if isinstance(auth, ClientCredentials) else ""
+        return _fail(
+            auth,
+            Failure.FORBIDDEN,
+            f"{where} denied access (HTTP 403: {said}): the credentials were recognised but may "
+            f"not use model {settings.model!r} here; check their permissions{scope}",
+            status,
+        )
+    if status == 404:
+        if settings.provider == "azure":
+            advice = f"check the resource URL and that the deployment {settings.model!r} exists"
+        elif settings.provider == "anthropic":
+            advice = f"check the URL (https://api.anthropic.com or a .../v1/messages URL) and the model name {settings.model!r}"
+        else:
+            advice = (
+                "check the URL (a base URL such as https://HOST/v1, or the full "
+                f".../chat/completions URL) and that the model {settings.model!r} exists there"
+            )
+        return _fail(
+            auth, Failure.NOT_FOUND, f"{where} answered HTTP 404 ({said}): {advice}", status
+        )
+    if status == 429:
+        wait = error.response.headers.get("retry-after")
+        asks = f"; it asks to wait {wait} s" if wait else ""
+        return _fail(
+            auth,
+            Failure.RATE_LIMITED,
+            f"{where} is rate limiting the requests (HTTP 429: {said}){attempts}{asks}: "
+            "wait and try again, or check the quota of the key",
+            status,
+        )
+    if status >= 500:
+        return _fail(
+            auth,
+            Failure.SERVER,
+            f"{where} failed with HTTP {status} ({said}){attempts}: the server has a problem; "
+            "try again later",
+            status,
+        )
+    hint = ""
+    if re.search(r"context|too long|too many tokens|maximum.*tokens|length", said, re.I):
+        hint = (
+            "; the request may be too long for the model: choose a shorter range or set "
+            "context_tokens to the model's context size"
+        )
+    return _fail(
+        auth,
+        Failure.REJECTED,
+        f"{where} rejected the request with HTTP {status}: {said}{hint}",
+        status,
+    )
