@@ -75,6 +75,11 @@ class FrameTable:
         cols = np.fromiter((-1 if f.col is None else f.col for f in frames), np.int64, len(frames))
         return cls(names, files, lines, cols)
 
+    @cached_property
+    def identity_keys(self) -> np.ndarray:
+        """Every frame its own group: the grouping of per-frame weights."""
+        return np.arange(len(self.name), dtype=np.int64)
+
     def function_keys(self) -> tuple[np.ndarray, list[tuple[str, str | None]]]:
         """Frames grouped into functions keyed by (name, file), computed once.
 
@@ -91,6 +96,11 @@ class FrameTable:
             len(self.name),
         )
         return key_of_frame, list(ids)
+
+
+# Groupings memoised per stack table: a few (frames, functions, a caller's own)
+# are in use at once; older ones are dropped first.
+MEMO_ENTRIES = 16
 
 
 @dataclass(frozen=True, eq=False)
@@ -111,6 +121,8 @@ class StackTable:
     def _memoised(self, name: str, key: np.ndarray, compute: Callable[[np.ndarray], Any]) -> Any:
         entry = self._memo.get((name, id(key)))
         if entry is None or entry[0] is not key:
+            if len(self._memo) >= MEMO_ENTRIES:
+                del self._memo[next(iter(self._memo))]
             entry = self._memo[(name, id(key))] = (key, compute(key))
         return entry[1]
 
@@ -293,7 +305,7 @@ class Profile:
         Total counts a frame (or group) once per stack when it recurses.
         """
         if key_of_frame is None:
-            key_of_frame = np.arange(len(self.frames), dtype=np.int64)
+            key_of_frame = self.frames.identity_keys
         groups = int(key_of_frame.max()) + 1 if len(key_of_frame) else 0
         if len(self.stacks) == 0:
             return np.zeros(groups), np.zeros(groups)

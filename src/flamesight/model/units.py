@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from decimal import Decimal
 from enum import StrEnum
 
 
@@ -35,6 +36,12 @@ _SECONDS_PER_UNIT = {
     Unit.MICROSECONDS: 1e-6,
     Unit.MILLISECONDS: 1e-3,
     Unit.SECONDS: 1.0,
+}
+_DECIMAL_EXPONENT = {
+    Unit.NANOSECONDS: -9,
+    Unit.MICROSECONDS: -6,
+    Unit.MILLISECONDS: -3,
+    Unit.SECONDS: 0,
 }
 
 _UNIT_ALIASES = {
@@ -74,26 +81,31 @@ def format_value(value: float, unit: Unit) -> str:
 
 
 def _format_seconds(seconds: float) -> str:
-    magnitude = abs(seconds)
+    if seconds == 0:
+        return "0 s"
+    magnitude = _rounded_magnitude(seconds)
     for scale, suffix in ((1.0, "s"), (1e-3, "ms"), (1e-6, "µs")):
         if magnitude >= scale:
             return f"{_three_digits(seconds / scale)} {suffix}"
-    if magnitude == 0:
-        return "0 s"
     return f"{_three_digits(seconds / 1e-9)} ns"
 
 
 def _format_bytes(count: float) -> str:
-    magnitude = abs(count)
+    magnitude = _rounded_magnitude(count)
     for scale, suffix in ((1e12, "TB"), (1e9, "GB"), (1e6, "MB"), (1e3, "kB")):
         if magnitude >= scale:
             return f"{_three_digits(count / scale)} {suffix}"
     return f"{round(count):,} B"
 
 
+def _rounded_magnitude(number: float) -> float:
+    """|number| rounded to three significant digits, so 999.96 picks the next unit up."""
+    return abs(float(f"{number:.3g}"))
+
+
 def _three_digits(number: float) -> str:
     """Three significant digits, no scientific notation: 1.23, 45.6, 789."""
-    magnitude = abs(number)
+    magnitude = _rounded_magnitude(number)
     if magnitude >= 100:
         return f"{number:,.0f}"
     if magnitude >= 10:
@@ -113,15 +125,15 @@ def parse_quantity(text: str, unit: Unit) -> float:
     match = _QUANTITY.match(text)
     if not match:
         raise ValueError(f"cannot read {text!r} as a time or a quantity (try 1.5s, 200ms, 30us)")
-    number = float(match.group(1))
+    number = Decimal(match.group(1))
     suffix = match.group(2)
     if not suffix:
-        return number
+        return float(number)
     given = _UNIT_ALIASES.get(suffix.lower())
     if given is None:
         raise ValueError(f"unknown unit {suffix!r} in {text!r} (use s, ms, us or ns)")
     if given.is_time and unit.is_time:
-        return unit.from_seconds(given.to_seconds(number))
+        return float(number.scaleb(_DECIMAL_EXPONENT[given] - _DECIMAL_EXPONENT[unit]))
     if given is unit:
-        return number
+        return float(number)
     raise ValueError(f"{text!r} is in {given.value}, but this profile is in {unit.value}")
