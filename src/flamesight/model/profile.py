@@ -427,6 +427,10 @@ class ProfileBuilder:
             stack = self.stack(stack, frame)
         return stack
 
+    def frame_name(self, frame: int) -> str:
+        """The name of frame id `frame`."""
+        return self._frames[frame].name
+
     @property
     def frame_count(self) -> int:
         """Number of distinct frames so far."""
