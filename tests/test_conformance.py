@@ -33,6 +33,9 @@ NOT_YET = (
     "-v8.log",
 )
 MUST_FAIL = ("speedscope/invalid/",)
+# Formats where flamesight shows more profiles than speedscope, after the ones it
+# shows: pprof gives every sample type a profile, speedscope only the preferred one.
+EXTRA_PROFILES = ("pprof/",)
 
 
 def _expected() -> dict[str, dict]:
@@ -82,9 +85,13 @@ def test_matches_speedscope(conformance_dir: Path, relative: str) -> None:
     """Profile names and every frame's self and total weight agree with speedscope."""
     expected = EXPECTED[relative]
     group = load(conformance_dir / "profiles" / relative)
-    assert [p.name for p in group.profiles] == [p["name"] for p in expected["profiles"]]
+    names = [p.name for p in group.profiles]
+    wanted_names = [p["name"] for p in expected["profiles"]]
+    if relative.startswith(EXTRA_PROFILES):
+        names = names[: len(wanted_names)]
+    assert names == wanted_names
     assert group.active_index == expected["index_to_view"]
-    for profile, want in zip(group.profiles, expected["profiles"], strict=True):
+    for profile, want in zip(group.profiles, expected["profiles"], strict=False):
         got = frame_table(profile)
         wanted: dict[tuple, list[float]] = defaultdict(lambda: [0.0, 0.0])
         for frame in want["frames"]:

@@ -1,0 +1,64 @@
+# flamesight: `make run` tries it on the bundled example, `make test` runs the checks.
+# Both set themselves up on a fresh machine: a .venv made with Python >= 3.11 and
+# the package installed in it (re-installed whenever pyproject.toml changes).
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+VENV := .venv
+BIN := $(VENV)/bin
+# The first python3 on PATH that is 3.11 or newer (override with `make PYTHON=...`).
+PYTHON ?= $(shell for candidate in python3 python3.13 python3.12 python3.11; do \
+	command -v $$candidate >/dev/null 2>&1 && \
+	$$candidate -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null && \
+	{ echo $$candidate; break; }; done)
+EXAMPLE := src/flamesight/examples/log_report.speedscope.json
+LINTED := src benchmarks tests
+
+.PHONY: help run test lint bench proto
+
+help:
+	@echo "make run    show what flamesight makes of the bundled example profile"
+	@echo "make test   lint (ruff) and run the test suite (pytest)"
+	@echo "make lint   ruff check and ruff format --check"
+	@echo "make bench  run the import benchmark"
+	@echo "make proto  regenerate the pprof protobuf bindings"
+
+$(BIN)/python:
+	@if [ -z "$(PYTHON)" ]; then \
+		echo "flamesight needs Python 3.11 or newer: none found on PATH (try make PYTHON=/path/to/python3.11)" >&2; \
+		exit 1; \
+	fi
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+# Stamp files: pip runs again only when pyproject.toml is newer than the last install.
+$(VENV)/.installed-test: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $@
+
+$(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[test,dev]'
+	touch $@
+
+run: $(VENV)/.installed-test
+	$(BIN)/flamesight info $(EXAMPLE)
+	@echo
+	$(BIN)/flamesight top $(EXAMPLE) -n 15
+	@echo
+	@echo "The web server (flame charts, time ranges and questions to a language model) comes in a later release."
+
+test: $(VENV)/.installed-test
+	$(BIN)/ruff check $(LINTED)
+	$(BIN)/python -m pytest
+
+lint: $(VENV)/.installed-test
+	$(BIN)/ruff check $(LINTED)
+	$(BIN)/ruff format --check $(LINTED)
+
+bench: $(VENV)/.installed-test
+	$(BIN)/python benchmarks/import_bench.py
+
+proto: $(VENV)/.installed-dev
+	$(BIN)/python -m grpc_tools.protoc -Isrc/flamesight/formats/proto --python_out=src/flamesight/formats src/flamesight/formats/proto/pprof.proto

@@ -1,0 +1,5 @@
+"""The `flamesight` command line (`flamesight info`, `top`, `convert`)."""
+
+from flamesight.cli.commands import main
+
+__all__ = ["main"]

@@ -1,0 +1,174 @@
+"""Linux perf: the text that ``perf script`` prints for a ``perf record -g`` recording.
+
+Events are blocks separated by blank lines: a header line, then one line per
+stack frame, innermost first::
+
+    app  1234/1240 198792.736893:    1001001 cpu-clock:
+                 643 compute (/usr/bin/app)
+                 6f3 main (/usr/bin/app)
+
+Read as speedscope reads it, which is the reference for the numbers:
+
+- one profile per thread, named "COMMAND pid: P tid: T" (or "COMMAND tid: T"
+  when perf printed no pid), in order of first appearance; the group takes
+  the profile's name when there is one, else the file's;
+- only events of the first event type met (``cpu-clock``, ``cycles``, ...)
+  count, and events without a timestamp are skipped;
+- a sample's weight is the time from the midpoint with the previous sample of
+  its thread to the midpoint with the next one (the first starts at its own
+  timestamp, the last ends there); a thread with a single sample gets weight
+  1 in plain counts, since no duration can be known;
+- a frame is its symbol with any ``+0x...`` offset dropped and its DSO as the
+  file; an unknown symbol is shown as ``??? (DSO)``.
+
+Times are seconds from the file's first event, so threads share one axis.
+Comment lines (``#``) are ignored; events of one thread are ordered by time.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from flamesight.formats.errors import FormatError
+from flamesight.model import Profile, ProfileBuilder, ProfileGroup, Unit
+
+NAME = "perf_script"
+TITLE = "perf script"
+
+# "COMMAND PID[/TID] ... TIME: ... EVENT:"; the command may contain spaces.
+_HEADER = re.compile(r"^(\S.+?)\s+(\d+)(?:/(\d+))?\s+")
+_TIME = re.compile(r"\s+(\d+\.\d+):\s+")
+_EVENT_TYPE = re.compile(r"(\S+):\s*$")
+_FRAME = re.compile(r"^\s*(\w+)\s*(.+) \((\S*)\)")
+_OFFSET = re.compile(r"\+0x[\da-f]+$")
+_SNIFF_EVENTS = 3
+
+
+@dataclass
+class _Thread:
+    """The samples of one thread, as (time, stack) pairs."""
+
+    builder: ProfileBuilder
+    times: list[float] = field(default_factory=list)
+    stacks: list[int] = field(default_factory=list)
+
+
+def _events(text: str) -> Iterator[tuple[int, list[str]]]:
+    """Yield (first line number, lines) of every blank-line separated block, comments dropped."""
+    block: list[str] = []
+    start = 1
+    for number, line in enumerate(text.split("\n"), 1):
+        line = line.removesuffix("\r")
+        if line == "":
+            if block:
+                yield start, block
+            block = []
+            start = number + 1
+        elif not line.lstrip().startswith("#"):
+            if not block:
+                start = number
+            block.append(line)
+    if block:
+        yield start, block
+
+
+def sniff(head: bytes) -> bool:
+    """The first events have a perf header line (command, thread, "seconds.micros:") and frame lines."""
+    text = head.decode("utf-8", "replace")
+    if "\x00" in text:
+        return False
+    seen = 0
+    for _, lines in _events(text):
+        header = lines[0]
+        if not (_HEADER.match(header) and _TIME.search(header) and _EVENT_TYPE.search(header)):
+            return False
+        if len(lines) > 1 and not _FRAME.match(lines[1]):
+            return False
+        seen += 1
+        if seen >= _SNIFF_EVENTS:
+            break
+    return seen > 0
+
+
+def parse(data: bytes, name: str) -> ProfileGroup:
+    """Read ``perf script`` output into one profile per thread."""
+    text = data.decode("utf-8", "replace")
+    threads: dict[str, _Thread] = {}
+    event_type: str | None = None
+    for line_number, lines in _events(text):
+        header = lines[0]
+        start = _HEADER.match(header)
+        timestamp = _TIME.search(header)
+        if start is None or timestamp is None:
+            if not threads:
+                raise FormatError(
+                    TITLE,
+                    f"line {line_number}",
+                    f"expected an event header 'COMMAND PID/TID TIME: EVENT:', got {header[:80]!r}",
+                )
+            continue
+        kind_match = _EVENT_TYPE.search(header)
+        kind = kind_match.group(1) if kind_match else ""
+        if event_type is None:
+            event_type = kind
+        elif kind != event_type:
+            continue
+        thread = _thread(threads, start)
+        frames = []
+        for line in lines[1:]:
+            frame = _FRAME.match(line)
+            if frame is None:
+                continue
+            symbol = _OFFSET.sub("", frame.group(2))
+            dso = frame.group(3)
+            frames.append(
+                thread.builder.frame(f"??? ({dso})" if symbol == "[unknown]" else symbol, dso)
+            )
+        frames.reverse()
+        thread.times.append(float(timestamp.group(1)))
+        thread.stacks.append(thread.builder.stack_of(frames))
+    if not threads:
+        raise FormatError(TITLE, "whole file", "no events with a timestamp")
+    origin = min(min(t.times) for t in threads.values())
+    profiles = [_build(thread, origin) for thread in threads.values()]
+    group_name = profiles[0].name if len(profiles) == 1 else name
+    return ProfileGroup(group_name, profiles)
+
+
+def _thread(threads: dict[str, _Thread], header: re.Match[str]) -> _Thread:
+    """The thread an event header names, created on first sight."""
+    command, first, second = header.groups()
+    pid, tid = (first, second) if second is not None else (None, first)
+    parts = [command]
+    if pid is not None and int(pid):
+        parts.append(f"pid: {int(pid)}")
+    if int(tid):
+        parts.append(f"tid: {int(tid)}")
+    profile_name = " ".join(parts)
+    thread = threads.get(profile_name)
+    if thread is None:
+        thread = threads[profile_name] = _Thread(ProfileBuilder(profile_name, Unit.SECONDS))
+    return thread
+
+
+def _build(thread: _Thread, origin: float) -> Profile:
+    """The thread's profile, each sample spanning midpoint to midpoint with its neighbours."""
+    times = np.asarray(thread.times, np.float64)
+    stacks = np.asarray(thread.stacks, np.int64)
+    order = np.argsort(times, kind="stable")
+    times, stacks = times[order], stacks[order]
+    builder = thread.builder
+    if len(times) == 1:
+        builder.unit = Unit.NONE
+        builder.add_samples(stacks, np.ones(1), times - origin)
+        return builder.build()
+    # Weights from the absolute timestamps, as speedscope computes them.
+    middles = (times[1:] + times[:-1]) / 2
+    starts = np.concatenate(([times[0]], middles))
+    ends = np.concatenate((middles, [times[-1]]))
+    builder.add_samples(stacks, ends - starts, starts - origin)
+    return builder.build()
