@@ -307,37 +307,39 @@ def test_cprofile(tmp_path: Path) -> None:
 # Linux perf
 
 
-def read_perf_script(text: str) -> tuple[Counter, Counter]:
-    """Samples per thread and per leaf symbol, as speedscope reads ``perf script`` output.
+def read_perf_script(text: str) -> tuple[dict[tuple, list[float]], Counter]:
+    """Timestamps per thread and samples per leaf symbol, read as speedscope reads ``perf script``.
 
     Events are separated by blank lines; the first line names the command,
-    thread and event type (only the first event type counts); each stack
-    line is ``address symbol+offset (file)``, innermost first.
+    thread, time and event type (only the first event type counts); each
+    stack line is ``address symbol+offset (file)``, innermost first.
     """
-    per_thread: Counter = Counter()
+    times: dict[tuple, list[float]] = {}
     per_leaf: Counter = Counter()
     event_type = None
     for block in text.split("\n\n"):
         lines = block.split("\n")
         header = re.match(r"^(\S.+?)\s+(\d+)(?:/?(\d+))?\s+", lines[0])
-        if not header:
+        stamp = re.search(r"\s+(\d+\.\d+):\s+", lines[0])
+        if not header or not stamp:
             continue
         kind = re.search(r"(\S+):\s*$", lines[0])
         kind_name = kind[1] if kind else ""
         if event_type is not None and kind_name != event_type:
             continue
         event_type = kind_name
-        thread = (header[1], header[3] or header[2])
-        per_thread[thread] += 1
+        times.setdefault((header[1], header[3] or header[2]), []).append(float(stamp[1]))
         for line in lines[1:]:
             frame = re.match(r"^\s*(\w+)\s*(.+) \((\S*)\)", line)
             if frame:
-                per_leaf[re.sub(r"\+0x[\da-f]+$", "", frame[2])] += 1
+                symbol = re.sub(r"\+0x[\da-f]+$", "", frame[2])
+                per_leaf["??? (" + frame[3] + ")" if symbol == "[unknown]" else symbol] += 1
                 break
-    return per_thread, per_leaf
+    return times, per_leaf
 
 
 def test_perf_record_and_script(tmp_path: Path) -> None:
+    """Each thread spans its first to last sample; every leaf has perf's sample count."""
     perf = shutil.which("perf")
     if perf is None:
         pytest.skip("perf is not installed")
@@ -355,12 +357,15 @@ def test_perf_record_and_script(tmp_path: Path) -> None:
         pytest.skip(f"perf script cannot run here: {done.stderr.strip()[-400:]}")
     output = tmp_path / "perf.txt"
     output.write_text(done.stdout)
-    per_thread, per_leaf = read_perf_script(done.stdout)
+    times, per_leaf = read_perf_script(done.stdout)
     group: ProfileGroup = load(output)
     assert group.format == "perf_script"
-    assert sorted(p.total_weight for p in group.profiles) == sorted(per_thread.values())
+    spans = sorted(max(t) - min(t) if len(t) > 1 else 1.0 for t in times.values())
+    assert sorted(p.total_weight for p in group.profiles) == pytest.approx(spans, rel=1e-9)
+    assert sorted(len(p.samples) for p in group.profiles) == sorted(len(t) for t in times.values())
     ours: Counter = Counter()
     for profile in group.profiles:
-        ours.update(self_by(profile, lambda p, f: p.frames[f].name))
-    assert sum(per_thread.values()) > 50
-    assert_counters_close(ours, per_leaf)
+        leaves = profile.stacks.frame[profile.samples.stack[profile.samples.stack >= 0]]
+        ours.update(profile.frames.name[leaves].tolist())
+    assert sum(per_leaf.values()) > 50
+    assert ours == per_leaf

@@ -27,13 +27,14 @@ Comment lines (``#``) are ignored; events of one thread are ordered by time.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from flamesight.formats.errors import FormatError
+from flamesight.formats.errors import FormatError, shorten
 from flamesight.model import Profile, ProfileBuilder, ProfileGroup, Unit
 
 NAME = "perf_script"
@@ -43,9 +44,13 @@ TITLE = "perf script"
 _HEADER = re.compile(r"^(\S.+?)\s+(\d+)(?:/(\d+))?\s+")
 _TIME = re.compile(r"\s+(\d+\.\d+):\s+")
 _EVENT_TYPE = re.compile(r"(\S+):\s*$")
-_FRAME = re.compile(r"^\s*(\w+)\s*(.+) \((\S*)\)")
+_ADDRESS = re.compile(r"\w+")
 _OFFSET = re.compile(r"\+0x[\da-f]+$")
 _SNIFF_EVENTS = 3
+# perf prints commands of at most 16 characters: a longer header is not perf's,
+# and the cap keeps the header patterns linear in the input.
+_MAX_HEADER = 512
+_MAX_ID_DIGITS = 18
 
 
 @dataclass
@@ -76,6 +81,34 @@ def _events(text: str) -> Iterator[tuple[int, list[str]]]:
         yield start, block
 
 
+def _frame(line: str) -> tuple[str, str] | None:
+    """(symbol, DSO) of a stack line "ADDRESS SYMBOL (DSO)", in linear time; None if it is not one."""
+    parts = line.split(None, 1)
+    if len(parts) != 2 or not _ADDRESS.fullmatch(parts[0]):
+        return None
+    rest = parts[1]
+    opening = rest.rfind(" (")
+    closing = rest.find(")", opening + 2)
+    if opening <= 0 or closing < 0:
+        return None
+    dso = rest[opening + 2 : closing]
+    if any(character.isspace() for character in dso):
+        return None
+    return _OFFSET.sub("", rest[:opening]), dso
+
+
+def _header(line: str) -> tuple[re.Match[str], float, str] | None:
+    """(command/thread match, timestamp, event type) of an event header line, or None."""
+    if len(line) > _MAX_HEADER:
+        return None
+    start = _HEADER.match(line)
+    timestamp = _TIME.search(line)
+    if start is None or timestamp is None:
+        return None
+    kind = _EVENT_TYPE.search(line)
+    return start, float(timestamp.group(1)), kind.group(1) if kind else ""
+
+
 def sniff(head: bytes) -> bool:
     """The first events have a perf header line (command, thread, "seconds.micros:") and frame lines."""
     text = head.decode("utf-8", "replace")
@@ -83,10 +116,10 @@ def sniff(head: bytes) -> bool:
         return False
     seen = 0
     for _, lines in _events(text):
-        header = lines[0]
-        if not (_HEADER.match(header) and _TIME.search(header) and _EVENT_TYPE.search(header)):
+        header = _header(lines[0])
+        if header is None or not header[2]:
             return False
-        if len(lines) > 1 and not _FRAME.match(lines[1]):
+        if len(lines) > 1 and _frame(lines[1]) is None:
             return False
         seen += 1
         if seen >= _SNIFF_EVENTS:
@@ -100,37 +133,35 @@ def parse(data: bytes, name: str) -> ProfileGroup:
     threads: dict[str, _Thread] = {}
     event_type: str | None = None
     for line_number, lines in _events(text):
-        header = lines[0]
-        start = _HEADER.match(header)
-        timestamp = _TIME.search(header)
-        if start is None or timestamp is None:
+        header = _header(lines[0])
+        if header is None:
             if not threads:
                 raise FormatError(
                     TITLE,
                     f"line {line_number}",
-                    f"expected an event header 'COMMAND PID/TID TIME: EVENT:', got {header[:80]!r}",
+                    "expected an event header 'COMMAND PID/TID TIME: EVENT:', "
+                    f"got {shorten(lines[0])}",
                 )
             continue
-        kind_match = _EVENT_TYPE.search(header)
-        kind = kind_match.group(1) if kind_match else ""
+        start, timestamp, kind = header
         if event_type is None:
             event_type = kind
         elif kind != event_type:
             continue
-        thread = _thread(threads, start)
+        if not math.isfinite(timestamp):
+            raise FormatError(TITLE, f"line {line_number}", "the timestamp is out of range")
+        thread = _thread(threads, start, line_number)
+        builder = thread.builder
         frames = []
         for line in lines[1:]:
-            frame = _FRAME.match(line)
-            if frame is None:
-                continue
-            symbol = _OFFSET.sub("", frame.group(2))
-            dso = frame.group(3)
-            frames.append(
-                thread.builder.frame(f"??? ({dso})" if symbol == "[unknown]" else symbol, dso)
-            )
+            frame = _frame(line)
+            if frame is not None:
+                symbol, dso = frame
+                shown = f"??? ({dso})" if symbol == "[unknown]" else symbol
+                frames.append(builder.frame(shown, dso))
         frames.reverse()
-        thread.times.append(float(timestamp.group(1)))
-        thread.stacks.append(thread.builder.stack_of(frames))
+        thread.times.append(timestamp)
+        thread.stacks.append(builder.stack_of(frames))
     if not threads:
         raise FormatError(TITLE, "whole file", "no events with a timestamp")
     origin = min(min(t.times) for t in threads.values())
@@ -139,9 +170,11 @@ def parse(data: bytes, name: str) -> ProfileGroup:
     return ProfileGroup(group_name, profiles)
 
 
-def _thread(threads: dict[str, _Thread], header: re.Match[str]) -> _Thread:
+def _thread(threads: dict[str, _Thread], header: re.Match[str], line_number: int) -> _Thread:
     """The thread an event header names, created on first sight."""
     command, first, second = header.groups()
+    if max(len(first), len(second or "")) > _MAX_ID_DIGITS:
+        raise FormatError(TITLE, f"line {line_number}", "the process or thread id is too large")
     pid, tid = (first, second) if second is not None else (None, first)
     parts = [command]
     if pid is not None and int(pid):
