@@ -13,6 +13,9 @@ Decoded with the `protobuf` package from the published schema
   function the others were inlined into, its last line. A location with no line
   information (an unsymbolised binary) becomes a frame named by its address,
   with the mapping's file name as its file.
+- Each distinct encoded sample is decoded once (a profile of millions of
+  samples repeats a few thousand), from `ProfileWithEncodedSamples`, which
+  reads the same bytes as `Profile` but keeps samples encoded.
 - pprof has no timestamps: samples are laid end to end in file order, each
   weighted by its value. Zero values are skipped; negative values (a profile
   made by ``pprof -diff_base``) are refused, since a weight is a length of time.
@@ -21,6 +24,7 @@ Decoded with the `protobuf` package from the published schema
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Sequence
 
 import numpy as np
 from google.protobuf.message import DecodeError
@@ -92,7 +96,7 @@ def sniff(head: bytes) -> bool:
 
 def parse(data: bytes, name: str) -> ProfileGroup:
     """Read a (decompressed) pprof protobuf into one profile per sample type."""
-    message = pprof_pb2.Profile()
+    message = pprof_pb2.ProfileWithEncodedSamples()
     try:
         message.ParseFromString(data)
     except (DecodeError, RecursionError) as error:
@@ -121,16 +125,35 @@ def parse(data: bytes, name: str) -> ProfileGroup:
         raise ProfileTooLarge(
             f"more than {current_limits().max_samples:,} samples (raise max_samples to load it)"
         )
-    locations_of_sample, values = _sample_columns(message, len(sample_types))
-    frames = _location_frames(message, string)
     builder = ProfileBuilder(name, Unit.NONE)
+    frames = {
+        location: builder.frame(*fields)
+        for location, fields in _location_frames(message, string).items()
+    }
+    sample_of_encoding, distinct = _distinct_samples(message.sample)
+    distinct_stacks = np.empty(len(distinct), np.int64)
+    distinct_values = np.zeros((len(distinct), len(sample_types)), np.int64)
     stack_of_locations: dict[tuple[int, ...], int] = {}
-    stacks = np.empty(len(locations_of_sample), np.int64)
-    for index, locations in enumerate(locations_of_sample):
+    for index, encoded in enumerate(distinct):
+        try:
+            sample = pprof_pb2.Sample.FromString(encoded)
+        except DecodeError as error:
+            where = f"sample[{int(np.argmax(sample_of_encoding == index))}]"
+            raise FormatError(TITLE, where, f"not a valid sample ({error})") from None
+        if len(sample.value) != len(sample_types):
+            raise FormatError(
+                TITLE,
+                f"sample[{int(np.argmax(sample_of_encoding == index))}].value",
+                f"{len(sample.value)} values for {len(sample_types)} sample types",
+            )
+        locations = tuple(sample.location_id)
         stack = stack_of_locations.get(locations)
         if stack is None:
             stack = stack_of_locations[locations] = _stack_id(builder, frames, locations)
-        stacks[index] = stack
+        distinct_stacks[index] = stack
+        distinct_values[index] = sample.value
+    stacks = distinct_stacks[sample_of_encoding]
+    values = distinct_values[sample_of_encoding]
     tables = builder.build()
 
     profiles = []
@@ -185,23 +208,17 @@ def _unit(unit_name: str) -> Unit:
         return Unit.NONE  # "count", "objects" and other plain counts
 
 
-def _sample_columns(message: pprof_pb2.Profile, type_count: int) -> tuple[list, np.ndarray]:
-    """Every sample's location ids (leaf first) and its values as an (n, types) array."""
-    stacks = []
-    values = np.zeros((len(message.sample), type_count), np.int64)
-    for index, sample in enumerate(message.sample):
-        if len(sample.value) != type_count:
-            raise FormatError(
-                TITLE,
-                f"sample[{index}].value",
-                f"{len(sample.value)} values for {type_count} sample types",
-            )
-        stacks.append(tuple(sample.location_id))
-        values[index] = sample.value
-    return stacks, values
+def _distinct_samples(encoded: Sequence[bytes]) -> tuple[np.ndarray, list[bytes]]:
+    """The index of every sample's encoding among the distinct encodings, and those encodings."""
+    distinct = list(dict.fromkeys(encoded))
+    index_of = {sample: index for index, sample in enumerate(distinct)}
+    indexes = np.fromiter(map(index_of.__getitem__, encoded), np.int64, len(encoded))
+    return indexes, distinct
 
 
-def _location_frames(message: pprof_pb2.Profile, string) -> dict[int, tuple]:
+def _location_frames(
+    message: pprof_pb2.ProfileWithEncodedSamples, string: Callable[[int, str], str]
+) -> dict[int, tuple]:
     """Location id -> frame fields (name, file, line) as speedscope shows them."""
     functions = {}
     for index, function in enumerate(message.function):
@@ -249,15 +266,15 @@ def _location_frames(message: pprof_pb2.Profile, string) -> dict[int, tuple]:
 
 
 def _stack_id(
-    builder: ProfileBuilder, frame_of_location: dict[int, tuple], locations: tuple[int, ...]
+    builder: ProfileBuilder, frame_of_location: dict[int, int], locations: tuple[int, ...]
 ) -> int:
     """The builder's stack for a sample's location ids (given leaf first)."""
     stack = -1
     for location in reversed(locations):
-        fields = frame_of_location.get(location)
-        if fields is None:
+        frame = frame_of_location.get(location)
+        if frame is None:
             raise FormatError(
                 TITLE, "sample.location_id", f"location id {location} is not in the location table"
             )
-        stack = builder.stack(stack, builder.frame(*fields))
+        stack = builder.stack(stack, frame)
     return stack
