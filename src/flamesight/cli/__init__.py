@@ -1,5 +1,12 @@
-"""The `flamesight` command line (`flamesight info`, `top`, `convert`)."""
+"""The `flamesight` command line.
 
+`commands` holds the group and `info`, `top`, `convert`; `analysis_commands`
+adds `summary`, `tree`, `diff`, `render`; `analyze_command` adds `analyze`.
+Importing a module registers its commands on the group.
+"""
+
+import flamesight.cli.analyze_command  # noqa: F401  (registers analyze)
+from flamesight.cli import analysis_commands  # noqa: F401  (registers summary, tree, diff, render)
 from flamesight.cli.commands import main
 
 __all__ = ["main"]
