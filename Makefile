@@ -22,7 +22,7 @@ help:
 	@echo "make run    show what flamesight makes of the bundled example profile"
 	@echo "make test   lint (ruff) and run the test suite (pytest)"
 	@echo "make lint   ruff check and ruff format --check"
-	@echo "make bench  run the import benchmark"
+	@echo "make bench  run the import, analysis and render benchmarks"
 	@echo "make proto  regenerate the pprof protobuf bindings"
 
 $(BIN)/python:
@@ -59,6 +59,8 @@ lint: $(VENV)/.installed-test
 
 bench: $(VENV)/.installed-test
 	$(BIN)/python benchmarks/import_bench.py
+	$(BIN)/python benchmarks/analysis_bench.py
+	$(BIN)/python benchmarks/render_bench.py
 
 proto: $(VENV)/.installed-dev
 	$(BIN)/python -m grpc_tools.protoc -Isrc/flamesight/formats/proto --python_out=src/flamesight/formats src/flamesight/formats/proto/pprof.proto
