@@ -20,7 +20,13 @@ Direction = Literal["top-down", "callers", "callees"]
 
 @dataclass
 class CallNode:
-    """One function on a path, with its self and total weight along that path."""
+    """One function on a path, with its self and total weight along that path.
+
+    In a callers tree (inverted, the function at the root) `total` is the
+    function's time reached through this chain of callers, and `self` on a
+    caller is the part of it whose stacks start at that caller (it is the
+    outermost frame); only the root's `self` is time in the function itself.
+    """
 
     name: str
     file: str | None

@@ -47,7 +47,9 @@ _INTEGER_TEXT = b"0123456789-, \t\r\n"
 _NUMBER_TEXT = _INTEGER_TEXT + b".eE+"
 _NUMBER_LISTS = {"samples": np.int64, "timeDeltas": np.float64, "timestamps": np.float64}
 
-_HEAD_TOKEN = re.compile(rb'"(?:[^"\\]|\\.)*"[ \t\r\n]*:?|[\[\]{}]')
+# A string cut off by the end of the head is one token too: a string that
+# could fail to match would be rescanned from each quote inside it (quadratic).
+_HEAD_TOKEN = re.compile(rb'"(?:[^"\\]|\\.)*(?:"[ \t\r\n]*:?|\\?\Z)|[\[\]{}]', re.DOTALL)
 _LEADING_SPACE = b"\xef\xbb\xbf \t\r\n"
 
 
@@ -317,6 +319,8 @@ class CpuProfileAssembler:
                 f"{where}.id",
                 f"expected an integer, got {describe_json_value(node_id)}",
             )
+        if not -(2**63) <= node_id < 2**63:
+            raise FormatError(self._title, f"{where}.id", f"node id {node_id} is over 64 bits")
         if function_name is None:
             function_name = ""
         if not isinstance(function_name, str):
@@ -383,7 +387,17 @@ class CpuProfileAssembler:
             raise FormatError(
                 self._title, where, f"{len(deltas):,} time deltas for {count:,} samples"
             )
-        elapsed = np.cumsum(deltas[:count], out=deltas[:count])  # the deltas are done with
+        with np.errstate(over="ignore", invalid="ignore"):
+            elapsed = np.cumsum(deltas[:count], out=deltas[:count])  # the deltas are done with
+            span = elapsed.max() - elapsed.min()  # every duration below is at most this
+        if not np.isfinite(span):
+            finite = np.isfinite(elapsed)
+            bad = int(np.argmin(finite)) if not finite.all() else int(np.argmax(elapsed))
+            raise FormatError(
+                self._title,
+                where,
+                f"the time deltas add up past the largest float at delta {bad:,} (of {count:,})",
+            )
         # Runs of one node collapse into one entry at the run's first sample;
         # speedscope then repeats the next-to-last sample at the last sample's
         # time, which gives the last run no duration.

@@ -74,6 +74,9 @@ _HERMES_ARGS = (
     "allocatedName",
 )
 _MAX_SAFE_INTEGER = 2.0**53 - 1
+# Times and durations (microseconds) further from zero are no real times; within it their
+# differences and sums stay finite.
+_MAX_TIME = 1e300
 # Falsy args (JavaScript's null, undefined, false, 0, "" and Python's empty {} and []) by
 # how they show in a frame name: not at all, or as {} or [] (empty ones are truthy in JS).
 _FALSY_ARGS_CLASS = {dict: 1, list: 2}
@@ -230,7 +233,9 @@ def _read_trace(data: bytes) -> _TraceContents:
 
 def _take_events(trace: _TraceContents, event_array: _EventArray) -> None:
     for first_index, events in event_array:
-        if first_index == 0 and events:
+        if not events:  # only a trailing comma ("[,") or nothing before a bracket
+            continue
+        if first_index == 0:
             _take_first_event(trace, events[0])
         _take_chunk(trace, events, first_index)
         trace.event_count = first_index + len(events)
@@ -300,6 +305,8 @@ class _EventArray:
                 yield index, self._load(text, pos, truncated=True)
                 return
             events = self._load(data[pos:cut], pos, truncated=False)
+            if kind == "close" and data[cut] != 0x5D:  # a "}" closes the array
+                raise FormatError(TITLE, f"byte {cut}", "expected ']' to close the events, got '}'")
             index += len(events)
             yield index - len(events), events
             del events
@@ -323,14 +330,20 @@ class _EventArray:
         return events
 
 
-def _scan_elements(data: bytes, pos: int, min_cut: int) -> tuple[int, str]:
-    """Find where the array elements starting at `pos` can be cut.
+class _ScanWindow(NamedTuple):
+    """One window of `_scan_windows`: per byte, whether it is syntax and the nesting level."""
 
-    Returns the offset of the first top-level comma at or after `min_cut`
-    ("comma"), of the array's closing bracket if that comes first ("close"),
-    or of the end of the data ("eof"). Strings and nesting are tracked
-    exactly, window by window, with NumPy.
-    """
+    start: int
+    chars: np.ndarray
+    quote: np.ndarray  # unescaped quotes
+    in_string: np.ndarray  # inside a string, its opening quote included
+    outside: np.ndarray  # outside every string, quotes excluded
+    closes: np.ndarray  # closing brackets outside strings
+    level: np.ndarray  # nesting after the byte, relative to where the scan began
+
+
+def _scan_windows(data: bytes, pos: int) -> Iterator[_ScanWindow]:
+    """Strings and nesting of `data` from `pos` on, tracked exactly, window by window, with NumPy."""
     size = len(data)
     depth = 0
     in_string = False
@@ -356,48 +369,74 @@ def _scan_elements(data: bytes, pos: int, min_cut: int) -> tuple[int, str]:
             escaped = np.zeros(length, bool)
         quote = (chars == 0x22) & ~escaped
         quotes_so_far = np.cumsum(quote, dtype=np.int32) + (1 if in_string else 0)
-        outside = (quotes_so_far % 2 == 0) & ~quote
+        inside = quotes_so_far % 2 == 1
+        outside = ~inside & ~quote
         opens = ((chars == 0x7B) | (chars == 0x5B)) & outside
         closes = ((chars == 0x7D) | (chars == 0x5D)) & outside
         level = np.cumsum(opens.astype(np.int32) - closes.astype(np.int32), dtype=np.int32) + depth
-        close_at = np.flatnonzero(closes & (level < 0))
-        commas = (chars == 0x2C) & outside & (level == 0)
-        comma_from = max(0, min_cut - window_start)
+        yield _ScanWindow(window_start, chars, quote, inside, outside, closes, level)
+        depth = int(level[-1])
+        in_string = bool(inside[-1])
+        window_start += length
+
+
+def _scan_elements(data: bytes, pos: int, min_cut: int) -> tuple[int, str]:
+    """Find where the array elements starting at `pos` can be cut.
+
+    Returns the offset of the first top-level comma at or after `min_cut`
+    ("comma"), of the array's closing bracket if that comes first ("close"),
+    or of the end of the data ("eof").
+    """
+    for window in _scan_windows(data, pos):
+        level = window.level
+        length = len(level)
+        close_at = np.flatnonzero(window.closes & (level < 0))
+        commas = (window.chars == 0x2C) & window.outside & (level == 0)
+        comma_from = max(0, min_cut - window.start)
         comma_at = np.flatnonzero(commas[comma_from:])
         first_close = int(close_at[0]) if len(close_at) else length
         first_comma = int(comma_at[0]) + comma_from if len(comma_at) else length
         if first_close < length and first_close < first_comma:
-            return window_start + first_close, "close"
+            return window.start + first_close, "close"
         if first_comma < length:
-            return window_start + first_comma, "comma"
-        depth = int(level[-1])
-        in_string = bool(quotes_so_far[-1] % 2)
-        window_start += length
-    return size, "eof"
+            return window.start + first_comma, "comma"
+    return len(data), "eof"
 
 
 def _locate_trace_events(data: bytes, start: int) -> tuple[dict, int]:
-    """The top-level keys before `traceEvents` and the offset just after its ``[``."""
-    search = start
-    while True:
-        found = data.find(b'"traceEvents"', search)
-        if found < 0:
-            raise FormatError(TITLE, "top level", "no 'traceEvents' key")
-        search = found + 1
-        try:
-            # Only a key of the top-level object leaves the text before it a
-            # valid object prefix.
-            before = orjson.loads(data[start:found] + b'"":0}')
-        except orjson.JSONDecodeError:
+    """The top-level keys before `traceEvents` and the offset just after its ``[``.
+
+    One scan of strings and nesting finds the key (a `"traceEvents"` string
+    elsewhere, however often it occurs, costs nothing more); then the text
+    before it is parsed once.
+    """
+    key = b'"traceEvents"'
+    found = data.find(key, start)
+    windows = _scan_windows(data, start)
+    window = next(windows, None)
+    while found >= 0 and window is not None:
+        if found >= window.start + len(window.level):
+            window = next(windows, None)
             continue
-        before.pop("", None)
-        colon = _skip_space(data, found + len(b'"traceEvents"'))
-        if data[colon : colon + 1] != b":":
-            continue
-        value = _skip_space(data, colon + 1)
-        if data[value : value + 1] != b"[":
-            raise FormatError(TITLE, "traceEvents", "expected a list of events")
-        return before, value + 1
+        at = found - window.start
+        colon = _skip_space(data, found + len(key))
+        opening = window.quote[at] and window.in_string[at]
+        if opening and window.level[at] == 1 and data[colon : colon + 1] == b":":
+            break  # a key of the top-level object
+        found = data.find(key, found + 1)
+    else:
+        raise FormatError(TITLE, "top level", "no 'traceEvents' key")
+    document = data[start:found] + b'"":0}'
+    try:
+        before = orjson.loads(document)
+    except orjson.JSONDecodeError as error:
+        at = start + min(_byte_offset(document, error.pos), found - start)
+        raise FormatError(TITLE, f"byte {at}", f"not valid JSON ({error.msg})") from None
+    before.pop("", None)
+    value = _skip_space(data, colon + 1)
+    if data[value : value + 1] != b"[":
+        raise FormatError(TITLE, "traceEvents", "expected a list of events")
+    return before, value + 1
 
 
 def _keys_after_events(data: bytes, events: _EventArray) -> dict:
@@ -581,17 +620,22 @@ def _timestamps(trace: _TraceContents, values: list, positions: np.ndarray) -> n
         array = np.array(values, np.float64)
     except (TypeError, ValueError):
         array = None
-    if array is not None and np.isfinite(array).all():
+    if array is not None and (np.abs(array) <= _MAX_TIME).all():
         return array
-    for i, value in enumerate(values):
-        if _as_number(value) is None:
+    numbers = [_as_number(value) for value in values]
+    for i, number in enumerate(numbers):
+        if number is None:
             problem = (
                 "event has no 'ts' field"
-                if value is _MISSING
-                else f"'ts' should be a number, got {_kind(value)}"
+                if values[i] is _MISSING
+                else f"'ts' should be a number, got {_kind(values[i])}"
             )
             raise FormatError(TITLE, trace.path(int(positions[i])), problem)
-    return np.array([_as_number(value) for value in values], np.float64)
+        if abs(number) > _MAX_TIME:
+            raise FormatError(
+                TITLE, f"{trace.path(int(positions[i]))}.ts", _out_of_range("time", number)
+            )
+    return np.array(numbers, np.float64)
 
 
 def _durations(trace: _TraceContents, events: list, positions: np.ndarray) -> np.ndarray:
@@ -609,8 +653,16 @@ def _durations(trace: _TraceContents, events: list, positions: np.ndarray) -> np
             raise FormatError(
                 TITLE, f"{trace.path(position)}.{field}", f"expected a number, got {_kind(value)}"
             )
+        if abs(value) > _MAX_TIME:
+            raise FormatError(
+                TITLE, f"{trace.path(position)}.{field}", _out_of_range("duration", value)
+            )
         values.append(value)
     return np.array(values, np.float64)
+
+
+def _out_of_range(what: str, value: float) -> str:
+    return f"{what} {value:g} is out of range (more than {_MAX_TIME:g} microseconds from zero)"
 
 
 def _integer_column(values: list) -> np.ndarray | None:
@@ -1296,6 +1348,8 @@ def _sampled_thread(title: str, samples: list, indices: list[int], frames: dict)
                 f"samples[{index}].ts",
                 f"expected a number, got {_kind(samples[index].get('ts'))}",
             )
+        if abs(value) > _MAX_TIME:
+            raise FormatError(TITLE, f"samples[{index}].ts", _out_of_range("time", value))
         times.append(value)
     weights = np.maximum(np.diff(np.array(times, np.float64), append=times[-1]), 0.0)
     stack_of_frame: dict[object, int] = {}

@@ -89,7 +89,10 @@ def _read_sampled(
     stacks = np.empty(len(samples), np.int32)
     for position, sample in enumerate(samples):
         path = tuple(_expect(sample, list, f"{where}.samples[{position}]"))
-        stack = ids.get(path)
+        try:
+            stack = ids.get(path)
+        except TypeError:  # an array or object among the indices: _frame_id names it below
+            stack = None
         if stack is None:
             frame_ids = [
                 _frame_id(builder, frames, index, f"{where}.samples[{position}][{depth}]")
@@ -101,13 +104,20 @@ def _read_sampled(
     if len(values) and values.min() < 0:
         at = int(np.argmax(values < 0))
         raise FormatError(TITLE, f"{where}.weights[{at}]", "a weight is negative")
-    times = start + np.cumsum(values) - values
+    with np.errstate(over="ignore", invalid="ignore"):
+        ends = start + np.cumsum(values)
+    if len(ends) and not np.isfinite(ends[-1]):
+        at = int(np.argmin(np.isfinite(ends)))
+        raise FormatError(
+            TITLE, f"{where}.weights[{at}]", "the weights add up past the largest number"
+        )
+    times = ends - values
     builder.add_samples(stacks, values, times)
 
 
 def _read_evented(builder: ProfileBuilder, entry: dict, frames: list[Frame], where: str) -> None:
     events = _expect(entry.get("events"), list, f"{where}.events")
-    last = -np.inf
+    last = first = -np.inf
     frame_ids: dict[int, int] = {}
     for position, event in enumerate(events):
         place = f"{where}.events[{position}]"
@@ -116,6 +126,12 @@ def _read_evented(builder: ProfileBuilder, entry: dict, frames: list[Frame], whe
         if at < last:
             raise FormatError(
                 TITLE, f"{place}.at", f"time {at} is before the previous event's {last}"
+            )
+        if first == -np.inf:
+            first = at
+        elif at - first == np.inf:
+            raise FormatError(
+                TITLE, f"{place}.at", f"time {at} is too far after the first event's {first}"
             )
         last = at
         index = event.get("frame")
