@@ -13,6 +13,7 @@ from pathlib import Path
 import orjson
 import pytest
 
+from flamesight.analysis import summary
 from flamesight.formats import FormatError, load
 from tests.conftest import CONFORMANCE
 
@@ -133,3 +134,21 @@ def test_invalid_speedscope_files_fail(conformance_dir: Path, relative: str) -> 
     """Files speedscope itself rejects raise a FormatError with a message."""
     with pytest.raises(FormatError, match=r".+, .+: .+"):
         load(conformance_dir / "profiles" / relative)
+
+
+@pytest.mark.parametrize(
+    "relative", [*ENTRIES, *UNLISTED] or [pytest.param("none", marks=pytest.mark.skip)]
+)
+def test_summary_of_every_profile_fits_its_budget(conformance_dir: Path, relative: str) -> None:
+    """The budgeted summary of each profile of a real file stays within 1000 and 2000 tokens."""
+    try:
+        group = load(conformance_dir / "profiles" / relative)
+    except FormatError:
+        pytest.skip(f"{relative} is not read (its FormatError is tested above)")
+    for profile in group.profiles:
+        if not len(profile.samples):
+            continue
+        for budget in (1000, 2000):
+            result = summary(profile, budget_tokens=budget)
+            assert max(result.json_tokens, result.markdown_tokens) <= budget, (profile.name, budget)
+            assert result.data["top_self"], profile.name
