@@ -275,6 +275,80 @@ def openai_stream(
     return reply
 
 
+def openai_tool_calls(
+    calls: Iterable[tuple[str, dict[str, Any]]],
+    *,
+    text: str = "",
+    model: str = CHAT_MODEL,
+    pieces: int = 3,
+    call_prefix: str = "call",
+) -> Reply:
+    """A streamed assistant message that calls tools, in OpenAI's wire format.
+
+    The role chunk, then `text` (if any) as content, then for each call a
+    first ``tool_calls`` delta with its index, id, type and name and empty
+    arguments, followed by the JSON arguments cut into `pieces` deltas that
+    carry only the index; then ``finish_reason: "tool_calls"``, the usage
+    chunk when asked for, and ``[DONE]``. Ids are ``{call_prefix}_{index}``:
+    give each reply its own prefix to keep ids unique in a conversation.
+    """
+    calls = list(calls)
+
+    def reply(exchange: Exchange) -> None:
+        request = exchange.request.json()
+        with_usage = bool((request.get("stream_options") or {}).get("include_usage"))
+        exchange.start_chunks()
+        exchange.chunk(
+            _sse(_chat_chunk(model, {"role": "assistant", "content": None}, None, with_usage))
+        )
+        if text:
+            exchange.chunk(_sse(_chat_chunk(model, {"content": text}, None, with_usage)))
+        for index, (name, arguments) in enumerate(calls):
+            first = {
+                "index": index,
+                "id": f"{call_prefix}_{index}",
+                "type": "function",
+                "function": {"name": name, "arguments": ""},
+            }
+            exchange.chunk(_sse(_chat_chunk(model, {"tool_calls": [first]}, None, with_usage)))
+            encoded = json.dumps(arguments)
+            size = max(1, -(-len(encoded) // pieces))
+            for offset in range(0, len(encoded), size):
+                delta = {
+                    "tool_calls": [
+                        {"index": index, "function": {"arguments": encoded[offset : offset + size]}}
+                    ]
+                }
+                exchange.chunk(_sse(_chat_chunk(model, delta, None, with_usage)))
+        exchange.chunk(_sse(_chat_chunk(model, {}, "tool_calls", with_usage)))
+        if with_usage:
+            exchange.chunk(
+                _sse(
+                    {
+                        "id": "chatcmpl-test",
+                        "object": "chat.completion.chunk",
+                        "created": 1_700_000_000,
+                        "model": model,
+                        "choices": [],
+                        "usage": {
+                            "prompt_tokens": 900,
+                            "completion_tokens": 20,
+                            "total_tokens": 920,
+                        },
+                    }
+                )
+            )
+        exchange.chunk(b"data: [DONE]\n\n")
+        exchange.end_chunks()
+
+    return reply
+
+
+def tools_switched_off(request: RecordedRequest) -> bool:
+    """Whether a chat request asks the model not to call tools (``tool_choice: "none"``)."""
+    return request.json().get("tool_choice") == "none"
+
+
 def openai_json(
     text: str, *, model: str = CHAT_MODEL, usage: tuple[int, int] = (1200, 48), finish: str = "stop"
 ) -> Reply:

@@ -7,6 +7,8 @@ Importing a module registers its commands on the group.
 
 import flamesight.cli.analyze_command  # noqa: F401  (registers analyze)
 from flamesight.cli import analysis_commands  # noqa: F401  (registers summary, tree, diff, render)
+from flamesight.cli.chat_command import chat_command  # noqa: F401  (registers chat)
 from flamesight.cli.commands import main
+from flamesight.cli.mcp_command import mcp_command  # noqa: F401  (registers mcp)
 
 __all__ = ["main"]

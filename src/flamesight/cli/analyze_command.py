@@ -39,6 +39,7 @@ from flamesight.cli.commands import (
     print_json,
     stdout_console,
 )
+from flamesight.cli.llm_options import endpoint_options
 from flamesight.llm import (
     PAYLOADS,
     PRESETS,
@@ -56,7 +57,6 @@ from flamesight.llm import (
     resolve_prompt,
     scrub,
 )
-from flamesight.llm.settings import PROVIDERS
 from flamesight.model import ProfileGroup
 
 REPORT_SUFFIX = ".analysis.md"
@@ -278,51 +278,7 @@ def plan_jobs(files: Sequence[str], output: str | None) -> list[Job]:
     f"(default: 1). {_PRESET_HELP}.",
 )
 @click.option("--prompt", "prompt_text", metavar="TEXT", help="Ask this instead of a preset.")
-@click.option(
-    "--url",
-    help="The model endpoint: a base URL (https://HOST/v1) or the full .../chat/completions URL "
-    "[env FLAMESIGHT_LLM_URL; default OpenAI].",
-)
-@click.option("--model", help="The model name [env FLAMESIGHT_LLM_MODEL; default gpt-4o].")
-@click.option(
-    "--provider",
-    type=click.Choice(PROVIDERS),
-    help="The API the endpoint speaks (default: guessed from the URL; openai covers "
-    "Ollama, vLLM, llama.cpp, LM Studio and gateways).",
-)
-@click.option(
-    "--endpoint", metavar="NAME", help="A named endpoint of the config file ([endpoints.NAME])."
-)
-@click.option(
-    "--api-key-env",
-    metavar="VAR",
-    help="Read the API key from this environment variable (default: FLAMESIGHT_LLM_API_KEY, "
-    "then the provider's own, e.g. OPENAI_API_KEY).",
-)
-@click.option(
-    "--api-key",
-    metavar="VALUE",
-    help="The API key itself. Works, but warns: it ends up in the shell history and the "
-    "process list; prefer --api-key-env.",
-)
-@click.option(
-    "--oauth-file",
-    metavar="F",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="OAuth client credentials: a file of three lines, the token URL, the client id "
-    "and the client secret.",
-)
-@click.option("--oauth-token-url", metavar="URL", help="OAuth token URL (with --client-id).")
-@click.option("--client-id", metavar="ID", help="OAuth client id.")
-@click.option(
-    "--client-secret-env",
-    metavar="VAR",
-    help="The environment variable holding the OAuth client secret.",
-)
-@click.option("--oauth-scope", metavar="SCOPE", help="The scope to ask the token endpoint for.")
-@click.option(
-    "--no-auth", is_flag=True, help="Send no credentials (a local server that needs none)."
-)
+@endpoint_options
 @click.option(
     "--payload",
     type=click.Choice(PAYLOADS),
@@ -337,27 +293,7 @@ def plan_jobs(files: Sequence[str], output: str | None) -> list[Job]:
     type=click.IntRange(min=1),
     help="Tokens the profile data may take (default: from the model's context, else 6000).",
 )
-@click.option("--max-tokens", metavar="N", type=click.IntRange(min=1), help="Answer length cap.")
-@click.option(
-    "--temperature", metavar="X", type=click.FloatRange(0, 2), help="Sampling temperature."
-)
-@click.option(
-    "--timeout", metavar="SECONDS", type=click.FloatRange(min=0, min_open=True), help="Per request."
-)
-@click.option(
-    "--max-retries",
-    metavar="N",
-    type=click.IntRange(0, 10),
-    help="Retries on 429, 5xx and timeouts (default 2).",
-)
 @click.option("--no-stream", is_flag=True, help="Ask for the whole answer at once.")
-@click.option(
-    "--config",
-    "config_path",
-    metavar="FILE",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="The config file (default: $FLAMESIGHT_CONFIG or ~/.config/flamesight/config.toml).",
-)
 @click.option(
     "-o",
     "--output",

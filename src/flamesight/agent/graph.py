@@ -1,0 +1,456 @@
+"""The chat agent: a LangGraph graph that answers questions about a profile with tools.
+
+``setup`` (the system message, built once from the profile's summary, and
+the user's question) -> ``agent`` (the chat model with the tools bound,
+streaming) -> ``tools`` (run what the model asked for) -> ``agent`` ...
+until the model answers without tool calls. After `max_iterations` rounds
+of tool calls the model is asked, with tools switched off, to conclude with
+what it has.
+
+The model is langchain-openai's `ChatOpenAI` on the endpoint of
+`flamesight.llm` settings; the key is the API key, or an OAuth access token
+taken from the `flamesight.llm` auth object before every model request (so
+it is refreshed between turns, and fetched again once when the endpoint
+refuses it).
+
+The conversation history is an input and an output: `ChatAgent.run` takes
+the messages so far and a question, yields events while the turn runs, and
+leaves the new history in `ChatTurn.history`: the question, each model
+message with tool calls, each tool result and the answer. When the endpoint
+fails the turn ends with an `ErrorEvent`, and the history keeps the question
+and everything committed before the failure. A rendered image is sent to
+the model once, in the request that follows the render (as an ``image_url``
+data-URL part of a user message); the history keeps the tool's text result.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import operator
+from collections.abc import Callable, Iterator, Sequence
+from typing import Annotated, Any, TypedDict
+
+import openai
+from langchain_core.messages import (
+    AIMessage,
+    AIMessageChunk,
+    BaseMessage,
+    HumanMessage,
+    SystemMessage,
+    ToolMessage,
+    messages_from_dict,
+    messages_to_dict,
+)
+from langgraph.config import get_stream_writer
+from langgraph.graph import END, START, StateGraph
+
+from flamesight.agent.events import (
+    ErrorEvent,
+    Event,
+    ModelChunkAppend,
+    ModelChunkEnd,
+    ModelChunkStart,
+    ModelResponseEnd,
+    ToolEnd,
+    ToolError,
+    ToolStart,
+)
+from flamesight.agent.snapshots import SnapshotSink
+from flamesight.agent.tools import LoadedProfiles, ToolFailure, find_tool, tools_for
+from flamesight.analysis import summary
+from flamesight.llm import ApiKey, Auth, ClientCredentials, LLMError, Settings, scrub
+from flamesight.llm.auth import connection_problem
+from flamesight.llm.errors import Failure
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAX_ITERATIONS = 8
+"""Rounds of tool calls a turn may make before the model is asked to conclude."""
+SUMMARY_BUDGET_TOKENS = 1500
+"""Tokens of the profile summary in the system message."""
+CONCLUDE_MESSAGE = (
+    "You have used all {limit} rounds of tool calls allowed for this question. Do not call "
+    "any more tools: answer now with what you have found, and say what is still open."
+)
+
+
+class AgentState(TypedDict, total=False):
+    """The graph's state: the conversation, what the next request carries, how far it got."""
+
+    messages: Annotated[list[BaseMessage], operator.add]
+    prompt: str
+    iterations: int
+    images: list[tuple[str, str]]
+    failed: bool
+
+
+class ChatTurn:
+    """One turn in progress: iterate it (once) for events; `history` holds the conversation.
+
+    `history` is the previous history plus the question from the start, and
+    grows with every message the turn commits.
+    """
+
+    def __init__(
+        self, history: list[BaseMessage], events: Callable[[ChatTurn], Iterator[Event]]
+    ) -> None:
+        self.history = history
+        self._events = events(self)
+
+    def __iter__(self) -> Iterator[Event]:
+        return self._events
+
+
+class ChatAgent:
+    """A chat about `profiles` with the analysis tools, on the endpoint `settings` names.
+
+    `snapshots` receives every rendered PNG (None: images only go to the
+    model). `max_iterations` is the number of tool-call rounds per turn.
+    """
+
+    def __init__(
+        self,
+        profiles: LoadedProfiles,
+        settings: Settings,
+        auth: Auth,
+        *,
+        snapshots: SnapshotSink | None = None,
+        max_iterations: int = DEFAULT_MAX_ITERATIONS,
+        source: str | None = None,
+    ) -> None:
+        if settings.provider == "anthropic":
+            raise LLMError(
+                Failure.CONFIG,
+                "the chat agent talks to OpenAI-compatible and Azure OpenAI endpoints; "
+                "use one of those (--provider openai or azure) for flamesight chat",
+            )
+        if max_iterations < 1:
+            raise ValueError("max_iterations must be at least 1")
+        self.profiles = profiles
+        self.settings = settings
+        self.auth = auth
+        self.snapshots = snapshots
+        self.max_iterations = max_iterations
+        self.source = source or profiles.name or profiles.group.name
+        self.tools = tools_for(profiles)
+        self._system: str | None = None
+        self._graph = self._build()
+
+    # the public surface
+
+    def run(self, history: Sequence[BaseMessage], prompt: str) -> ChatTurn:
+        """Start a turn: `prompt` after `history`. Iterate the result for its events."""
+        previous = list(history)
+        return ChatTurn(
+            [*previous, HumanMessage(prompt)], lambda turn: self._events(previous, prompt, turn)
+        )
+
+    def system_message(self) -> str:
+        """The system message: the agent's role, the profile's summary, the tools."""
+        if self._system is None:
+            self._system = self._build_system_message()
+        return self._system
+
+    # the graph
+
+    def _build(self) -> Any:
+        graph = StateGraph(AgentState)
+        graph.add_node("setup", self._setup)
+        graph.add_node("agent", self._agent)
+        graph.add_node("tools", self._tools)
+        graph.add_edge(START, "setup")
+        graph.add_edge("setup", "agent")
+        graph.add_conditional_edges("agent", self._route, {"tools": "tools", "end": END})
+        graph.add_edge("tools", "agent")
+        return graph.compile()
+
+    def _setup(self, state: AgentState) -> dict[str, Any]:
+        self.system_message()
+        return {"messages": [HumanMessage(state["prompt"])], "iterations": 0, "images": []}
+
+    def _route(self, state: AgentState) -> str:
+        if state.get("failed"):
+            return "end"
+        last = state["messages"][-1]
+        if isinstance(last, AIMessage) and last.tool_calls:
+            return "tools"
+        return "end"
+
+    def _agent(self, state: AgentState) -> dict[str, Any]:
+        write = get_stream_writer()
+        concluding = state.get("iterations", 0) >= self.max_iterations
+        request: list[BaseMessage] = [SystemMessage(self.system_message()), *state["messages"]]
+        images = state.get("images") or []
+        if images:
+            request.append(_image_message(images))
+        if concluding:
+            request.append(HumanMessage(CONCLUDE_MESSAGE.format(limit=self.max_iterations)))
+        try:
+            message = self._stream_answer(request, concluding, write)
+        except Exception as error:  # the endpoint failed: the turn ends, the history stays
+            write(ErrorEvent(self._describe(error)))
+            return {"failed": True, "images": []}
+        update: dict[str, Any] = {"messages": [message], "images": []}
+        if message.tool_calls:
+            update["iterations"] = state.get("iterations", 0) + 1
+        return update
+
+    def _stream_answer(
+        self, request: list[BaseMessage], concluding: bool, write: Callable[[Event], None]
+    ) -> AIMessage:
+        retried = False
+        while True:
+            received = False
+            total: AIMessageChunk | None = None
+            in_text = False
+            try:
+                for chunk in self._model(concluding).stream(request):
+                    received = True
+                    total = chunk if total is None else total + chunk
+                    text = chunk.text
+                    if text:
+                        if not in_text:
+                            write(ModelChunkStart())
+                            in_text = True
+                        write(ModelChunkAppend(text))
+                if in_text:
+                    write(ModelChunkEnd())
+            except openai.AuthenticationError:
+                if isinstance(self.auth, ClientCredentials) and not retried and not received:
+                    log.info("the endpoint refused the OAuth token; fetching a new one")
+                    self.auth.invalidate()
+                    retried = True
+                    continue
+                raise
+            except (openai.APIConnectionError, openai.APITimeoutError) as error:
+                if not received:
+                    raise
+                what = (
+                    "stopped sending"
+                    if isinstance(error, openai.APITimeoutError)
+                    else ("closed the connection")
+                )
+                raise LLMError(
+                    Failure.BAD_ANSWER,
+                    f"{self.settings.display_url} {what} in the middle of the answer: the "
+                    "answer is incomplete; ask again",
+                ) from error
+            break
+        where = self.settings.display_url
+        if total is None:
+            raise LLMError(Failure.BAD_ANSWER, f"{where} sent an empty answer")
+        if not total.response_metadata.get("finish_reason"):
+            raise LLMError(
+                Failure.BAD_ANSWER,
+                f"the answer from {where} stopped before the model finished (no finish_reason): "
+                "the answer is incomplete; ask again",
+            )
+        tool_calls = [] if concluding else list(total.tool_calls)
+        invalid = [] if concluding else list(total.invalid_tool_calls)
+        for call in invalid:
+            # Arguments that are not JSON: the model reads why in the tool result.
+            tool_calls.append(
+                {
+                    "name": call.get("name") or "unknown",
+                    "args": {"__invalid__": call.get("args") or ""},
+                    "id": call.get("id") or f"call_invalid_{len(tool_calls)}",
+                    "type": "tool_call",
+                }
+            )
+        return AIMessage(content=total.text, tool_calls=tool_calls)
+
+    def _tools(self, state: AgentState) -> dict[str, Any]:
+        write = get_stream_writer()
+        last = state["messages"][-1]
+        assert isinstance(last, AIMessage)
+        results: list[BaseMessage] = []
+        images: list[tuple[str, str]] = []
+        for call in last.tool_calls:
+            name = call["name"]
+            args = dict(call.get("args") or {})
+            write(ToolStart(name, args))
+            try:
+                if "__invalid__" in args:
+                    raise ToolFailure(
+                        f"the arguments of {name} are not valid JSON: {args['__invalid__']!r}"
+                    )
+                output = find_tool(name, self.tools).call(self.profiles, args)
+            except ToolFailure as failure:
+                message = str(failure)
+                write(ToolError(name, message))
+                results.append(ToolMessage(f"Error: {message}", tool_call_id=call["id"]))
+                continue
+            except Exception as error:  # a bug in a tool must not end the turn
+                log.exception("tool %s failed", name)
+                message = f"{name} failed unexpectedly ({type(error).__name__}: {error})"
+                write(ToolError(name, message))
+                results.append(ToolMessage(f"Error: {message}", tool_call_id=call["id"]))
+                continue
+            location = None
+            if output.image is not None:
+                if self.snapshots is not None:
+                    location = self.snapshots.save(output.image, _snapshot_name(args))
+                images.append((output.summary, _data_url(output.image)))
+            write(ToolEnd(name, output.summary, location))
+            results.append(ToolMessage(output.text, tool_call_id=call["id"]))
+        return {"messages": results, "images": images}
+
+    # the model
+
+    def _model(self, concluding: bool) -> Any:
+        from langchain_openai import AzureChatOpenAI, ChatOpenAI
+
+        settings = self.settings
+        key = _credentials(self.auth)
+        common: dict[str, Any] = {
+            "model": settings.model,
+            "temperature": settings.temperature,
+            "max_tokens": settings.max_tokens,
+            "timeout": settings.timeout,
+            "max_retries": settings.max_retries,
+            "default_headers": dict(settings.headers) or None,
+            "streaming": True,
+        }
+        if settings.provider == "azure":
+            credential = (
+                {"azure_ad_token": key}
+                if isinstance(self.auth, ClientCredentials)
+                else {"api_key": key}
+            )
+            model = AzureChatOpenAI(
+                base_url=settings.base_url,
+                api_version=settings.api_version,
+                default_query=dict(settings.query) or None,
+                **credential,
+                **common,
+            )
+        else:
+            model = ChatOpenAI(
+                base_url=settings.base_url,
+                api_key=key,
+                default_query=dict(settings.query) or None,
+                **common,
+            )
+        schemas = [tool.openai_schema() for tool in self.tools]
+        return model.bind_tools(schemas, tool_choice="none" if concluding else None)
+
+    def _describe(self, error: BaseException) -> str:
+        secrets = self.auth.secrets()
+        where = self.settings.display_url
+        if isinstance(error, LLMError):
+            text = error.message
+        elif isinstance(error, openai.APIStatusError):
+            text = f"{where} answered HTTP {error.status_code}: {_server_message(error)}"
+        elif isinstance(error, openai.APITimeoutError):
+            text = f"no answer from {where} within {self.settings.timeout:g} s"
+        elif isinstance(error, openai.APIConnectionError):
+            text = f"cannot connect to {where}: {connection_problem(error)}"
+        else:
+            text = f"talking to {where} failed: {type(error).__name__}: {error}"
+        return scrub(text, secrets)
+
+    def _build_system_message(self) -> str:
+        profile = self.profiles.group.active
+        document = summary(self.profiles.group, budget_tokens=SUMMARY_BUDGET_TOKENS)
+        unit = profile.unit.value
+        threads = (
+            f" The file holds {len(self.profiles.group.profiles)} profiles (threads or "
+            f"processes); tools take a `profile` argument to pick one, the main one is "
+            f"{profile.name!r}."
+            if len(self.profiles.group.profiles) > 1
+            else ""
+        )
+        other = (
+            f" A second profile, {self.profiles.other_name or self.profiles.other.name!r}, is "
+            f"loaded: compare_profiles compares it (after) with this one (before)."
+            if self.profiles.other is not None
+            else ""
+        )
+        return (
+            "You are an expert in software performance analysis, chatting with a developer "
+            "about a profile. Use the tools to look at the data (call trees, hot paths, time "
+            "ranges, flame graph images) before you conclude, and back every finding with "
+            "numbers: function names, self and total time, percentages. Give concrete, "
+            "code-level suggestions, and say plainly when the data cannot support a "
+            "conclusion.\n\n"
+            f"File: {self.source} ({self.profiles.group.format or 'format unknown'}). "
+            f"Times and weights are in {unit}; time ranges run from "
+            f"{profile.start:g} to {profile.end:g} {unit} and may be given with a suffix "
+            f"such as '1.5s' or '200ms'.{threads}{other}\n\n"
+            f"Summary of the profile:\n\n{document.markdown}"
+        )
+
+    # running a turn
+
+    def _events(self, history: list[BaseMessage], prompt: str, turn: ChatTurn) -> Iterator[Event]:
+        state: dict[str, Any] = {"messages": history, "prompt": prompt}
+        config = {"recursion_limit": 2 * self.max_iterations + 10}
+        failed = False
+        try:
+            for mode, chunk in self._graph.stream(
+                state, config=config, stream_mode=["custom", "values"]
+            ):
+                if mode == "custom":
+                    if isinstance(chunk, ErrorEvent):
+                        failed = True
+                    yield chunk
+                else:
+                    if chunk.get("messages"):
+                        turn.history = list(chunk["messages"])
+        except Exception as error:  # setup failed, or the graph itself broke
+            log.exception("the chat turn failed")
+            yield ErrorEvent(self._describe(error))
+            return
+        if not failed:
+            yield ModelResponseEnd()
+
+
+# helpers
+
+
+def history_to_dicts(history: Sequence[BaseMessage]) -> list[dict[str, Any]]:
+    """The history as JSON-ready data, for storing anywhere."""
+    return messages_to_dict(list(history))
+
+
+def history_from_dicts(data: Sequence[dict[str, Any]]) -> list[BaseMessage]:
+    """A history stored by `history_to_dicts`."""
+    return messages_from_dict(list(data))
+
+
+def _credentials(auth: Auth) -> str:
+    """The API key or a valid OAuth access token (fetched when needed); a placeholder for none."""
+    if isinstance(auth, ClientCredentials):
+        return auth.access_token().reveal()
+    if isinstance(auth, ApiKey):
+        return auth.key.reveal()
+    return "none"
+
+
+def _snapshot_name(args: dict[str, Any]) -> str:
+    """ "flamegraph", "flamechart", or "sandwich-FUNCTION" for a rendered image's file name."""
+    view = str(args.get("view") or "flamegraph")
+    function = args.get("function")
+    return f"{view}-{function}" if function else view
+
+
+def _data_url(png: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+
+
+def _image_message(images: list[tuple[str, str]]) -> HumanMessage:
+    parts: list[str | dict[str, Any]] = []
+    for caption, url in images:
+        parts.append({"type": "text", "text": f"Image from render_flamegraph: {caption}."})
+        parts.append({"type": "image_url", "image_url": {"url": url}})
+    return HumanMessage(content=parts)
+
+
+def _server_message(error: openai.APIStatusError) -> str:
+    body = error.body
+    if isinstance(body, dict):
+        inner = body.get("error", body)
+        if isinstance(inner, dict) and isinstance(inner.get("message"), str):
+            return inner["message"][:300]
+    return str(error.message)[:300]
