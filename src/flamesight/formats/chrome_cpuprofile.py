@@ -480,6 +480,7 @@ class _StackWalker:
         self._path_stack: list[int] = []
         self._path_ids: dict[tuple[int, int], int] = {}
         self._frame_of_node: dict[int, int] = {}
+        self._fixed_path_of: dict[int, int] = {}
 
     def stacks_of(self, sampled_ids: np.ndarray) -> np.ndarray:
         """The builder stack after each sampled node id (unknown ids keep the previous stack)."""
@@ -557,14 +558,19 @@ class _StackWalker:
         return [value in (fixed, ignored_chain) for value in state]
 
     def _fixed_path(self, node: int) -> int:
-        """The path of a fixed node: its ancestors below the first ignored one."""
+        """The path of a fixed node: its ancestors below the first ignored one.
+
+        Paths are remembered per node, so each node's chain is walked only up
+        to the nearest ancestor already seen.
+        """
+        known = self._fixed_path_of
         chain = []
-        while node >= 0 and not self._ignored[node]:
+        while node >= 0 and not self._ignored[node] and node not in known:
             chain.append(node)
             node = self._parent[node]
-        path = -1
+        path = known.get(node, -1) if node >= 0 and not self._ignored[node] else -1
         for node in reversed(chain):
-            path = self._child_path(path, node)
+            path = known[node] = self._child_path(path, node)
         return path
 
     def _step(self, current: int, node: int) -> int:
