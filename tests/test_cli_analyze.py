@@ -449,7 +449,7 @@ def test_input_mistakes_exit_2_without_asking_the_model(
     cases = [
         (["--start", "200ms", "--end", "300ms"], "no samples between 200 ms and 300 ms"),
         (["--start", "200ms"], "the range is empty: its end (100 ms) is not after its start"),
-        (["--start", "50ms", "--end", "20ms"], "the range is empty"),
+        (["--start", "50ms", "--end", "20ms"], "'20ms' is not after --start '50ms'"),
         (["--start", "soon"], "Invalid value for '--start'"),
         (["--preset", "9"], "unknown preset '9': choose 1 or bottlenecks"),
         (["--preset", "1", "--prompt", "why?"], "use either --preset or --prompt, not both"),

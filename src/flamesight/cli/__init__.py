@@ -10,5 +10,6 @@ from flamesight.cli import analysis_commands  # noqa: F401  (registers summary, 
 from flamesight.cli.chat_command import chat_command  # noqa: F401  (registers chat)
 from flamesight.cli.commands import main
 from flamesight.cli.mcp_command import mcp_command  # noqa: F401  (registers mcp)
+from flamesight.cli.serve_command import serve_command  # noqa: F401  (registers serve)
 
 __all__ = ["main"]

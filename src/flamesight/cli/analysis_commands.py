@@ -32,8 +32,11 @@ from flamesight.cli.commands import (
     input_file,
     load_group,
     main,
+    parse_range,
     parse_time,
     print_json,
+    profile_options,
+    range_options,
     stdout_console,
 )
 from flamesight.cli.display import print_diff, print_tree
@@ -43,52 +46,6 @@ from flamesight.render import render_flamegraph as draw
 
 SUGGESTIONS = 5
 """How many similar function names an unknown --function is answered with."""
-
-
-def range_options(command: click.Command) -> click.Command:
-    """Add --start and --end (a time range of the profile) to `command`."""
-    command = click.option(
-        "--end", metavar="T", help="End of the range (exclusive), same forms as --start."
-    )(command)
-    return click.option(
-        "--start",
-        metavar="T",
-        help="Start of the range: 1.5s, 200ms, 30us, 10ns, or a number in the profile's unit.",
-    )(command)
-
-
-def profile_options(command: click.Command) -> click.Command:
-    """Add --profile and --merge (which profile of the file to use) to `command`."""
-    command = click.option(
-        "--merge",
-        is_flag=True,
-        help="Merge all profiles of the file (threads, processes) into one.",
-    )(command)
-    return click.option(
-        "--profile",
-        "selector",
-        metavar="NAME|INDEX",
-        help="The profile to use, by name or by its number in `flamesight info` "
-        "(default: the active one).",
-    )(command)
-
-
-def pick_profile(group: ProfileGroup, selector: str | None, merge: bool) -> Profile:
-    """`choose_profile`, refusing --profile together with --merge."""
-    if merge and selector is not None:
-        raise click.UsageError("use either --profile or --merge, not both")
-    return choose_profile(group, selector, merge)
-
-
-def parse_range(
-    profile: Profile, start: str | None, end: str | None
-) -> tuple[float | None, float | None]:
-    """--start and --end in the profile's unit; the end must come after the start."""
-    start_value = parse_time(start, profile, "--start")
-    end_value = parse_time(end, profile, "--end")
-    if start_value is not None and end_value is not None and end_value <= start_value:
-        raise click.BadParameter(f"{end!r} is not after --start {start!r}", param_hint="'--end'")
-    return start_value, end_value
 
 
 def unknown_function(profile: Profile, function: str, error: LookupError) -> InputError:
@@ -146,7 +103,7 @@ def summary_command(
     """
     as_json = as_json or output_format == "json"
     group = load_group(file, show_progress=not as_json)
-    profile = pick_profile(group, selector, merge)
+    profile = choose_profile(group, selector, merge)
     start_value, end_value = parse_range(profile, start, end)
     if merge:
         source = ProfileGroup(group.name, [profile], 0, group.format)
@@ -226,7 +183,7 @@ def tree(
     if direction is not None and function is None:
         raise click.UsageError(f"--{direction} needs --function NAME")
     group = load_group(file, show_progress=not as_json)
-    profile = pick_profile(group, selector, merge)
+    profile = choose_profile(group, selector, merge)
     start_value, end_value = parse_range(profile, start, end)
     if function is None:
         result = call_tree(profile, depth, start_value, end_value, min_pct)
@@ -339,7 +296,7 @@ def diff(
         if len(ranges) != 2 or len(files) != 1:
             raise click.UsageError("compare two ranges of one file: FILE --range A:B --range C:D")
         group = load_group(files[0], show_progress=not as_json)
-        profile = pick_profile(group, selector, merge)
+        profile = choose_profile(group, selector, merge)
         before_range, after_range = (parse_span(text, profile) for text in ranges)
         result = diff_ranges(profile, before_range, after_range, by, normalise)
         labels = (files[0], files[0])
@@ -349,8 +306,8 @@ def diff(
                 "give two files (A B), or one file and two --range options to compare"
             )
         before_group, after_group = (load_group(f, show_progress=not as_json) for f in files)
-        before = pick_profile(before_group, selector, merge)
-        after = pick_profile(after_group, selector, merge)
+        before = choose_profile(before_group, selector, merge)
+        after = choose_profile(after_group, selector, merge)
         try:
             result = diff_profiles(before, after, by, normalise)
         except ValueError as error:
@@ -450,7 +407,7 @@ def render(
     if function is not None and chosen_view != "sandwich":
         raise click.UsageError(f"--function is shown by the sandwich view, not the {chosen_view}")
     group = load_group(file, show_progress=True)
-    profile = pick_profile(group, selector, merge)
+    profile = choose_profile(group, selector, merge)
     start_value, end_value = parse_range(profile, start, end)
     try:
         image = draw(

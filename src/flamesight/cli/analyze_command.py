@@ -35,8 +35,10 @@ from flamesight.cli.commands import (
     choose_profile,
     load_group,
     main,
-    parse_time,
+    parse_range,
     print_json,
+    profile_options,
+    range_options,
     stdout_console,
 )
 from flamesight.cli.llm_options import endpoint_options
@@ -265,12 +267,7 @@ def plan_jobs(files: Sequence[str], output: str | None) -> list[Job]:
     required=True,
     type=click.Path(exists=True, dir_okay=False, readable=True, path_type=str),
 )
-@click.option(
-    "--start",
-    metavar="T",
-    help="Start of the range: 1.5s, 200ms, 30us, 10ns, or a number in the profile's unit.",
-)
-@click.option("--end", metavar="T", help="End of the range (exclusive), same forms as --start.")
+@range_options
 @click.option(
     "--preset",
     metavar="N|NAME",
@@ -309,15 +306,7 @@ def plan_jobs(files: Sequence[str], output: str | None) -> list[Job]:
     help="Print one JSON object (answer, model, usage, range, report path) instead of the "
     'streamed answer; several files give {"analyses": [...]}.',
 )
-@click.option(
-    "--profile",
-    "selector",
-    metavar="NAME|INDEX",
-    help="The profile to analyse, by name or by its number in `flamesight info` (default: the active one).",
-)
-@click.option(
-    "--merge", is_flag=True, help="Merge all profiles of the file (threads, processes) into one."
-)
+@profile_options
 @click.pass_context
 def analyze_command(
     ctx: click.Context,
@@ -462,8 +451,7 @@ def _run_job(
             group, index = ProfileGroup(group.name, [profile], 0, group.format), 0
         else:
             index = next(i for i, candidate in enumerate(group.profiles) if candidate is profile)
-        start_value = parse_time(start, profile, "--start")
-        end_value = parse_time(end, profile, "--end")
+        start_value, end_value = parse_range(profile, start, end)
     except click.ClickException as error:
         click.echo(f"Error: {prefix}{error.format_message()}", err=True)
         return Outcome(job, error=error.format_message(), failure="input", exit_code=EXIT_INPUT)

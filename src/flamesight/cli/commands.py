@@ -67,7 +67,9 @@ def format_title(group: ProfileGroup) -> str:
 
 
 def choose_profile(group: ProfileGroup, selector: str | None, merge: bool) -> Profile:
-    """The profile `top` reports on: the active one, one named or numbered, or all merged."""
+    """The profile a command uses: the active one, one named or numbered, or all merged."""
+    if merge and selector is not None:
+        raise click.UsageError("use either --profile or --merge, not both")
     if merge:
         try:
             return merge_profiles(
@@ -97,6 +99,45 @@ def parse_time(text: str | None, profile: Profile, option: str) -> float | None:
         return parse_quantity(text, profile.unit)
     except ValueError as error:
         raise click.BadParameter(str(error), param_hint=f"'{option}'") from None
+
+
+def range_options(command: click.Command) -> click.Command:
+    """Add --start and --end (a time range of the profile) to `command`."""
+    command = click.option(
+        "--end", metavar="T", help="End of the range (exclusive), same forms as --start."
+    )(command)
+    return click.option(
+        "--start",
+        metavar="T",
+        help="Start of the range: 1.5s, 200ms, 30us, 10ns, or a number in the profile's unit.",
+    )(command)
+
+
+def profile_options(command: click.Command) -> click.Command:
+    """Add --profile and --merge (which profile of the file to use) to `command`."""
+    command = click.option(
+        "--merge",
+        is_flag=True,
+        help="Merge all profiles of the file (threads, processes) into one.",
+    )(command)
+    return click.option(
+        "--profile",
+        "selector",
+        metavar="NAME|INDEX",
+        help="The profile to use, by name or by its number in `flamesight info` "
+        "(default: the active one).",
+    )(command)
+
+
+def parse_range(
+    profile: Profile, start: str | None, end: str | None
+) -> tuple[float | None, float | None]:
+    """--start and --end in the profile's unit; the end must come after the start."""
+    start_value = parse_time(start, profile, "--start")
+    end_value = parse_time(end, profile, "--end")
+    if start_value is not None and end_value is not None and end_value <= start_value:
+        raise click.BadParameter(f"{end!r} is not after --start {start!r}", param_hint="'--end'")
+    return start_value, end_value
 
 
 def print_json(document: object) -> None:
@@ -169,21 +210,8 @@ def info(file: str, as_json: bool) -> None:
     show_default=True,
     help="How many functions to show (0 for all).",
 )
-@click.option(
-    "--start",
-    metavar="T",
-    help="Start of the range: 1.5s, 200ms, 30us, 10ns, or a number in the profile's unit.",
-)
-@click.option("--end", metavar="T", help="End of the range (exclusive), same forms as --start.")
-@click.option(
-    "--profile",
-    "selector",
-    metavar="NAME|INDEX",
-    help="The profile to rank, by name or by its number in `flamesight info` (default: the active one).",
-)
-@click.option(
-    "--merge", is_flag=True, help="Merge all profiles of the file (threads, processes) into one."
-)
+@range_options
+@profile_options
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
 def top(
     file: str,
@@ -200,14 +228,9 @@ def top(
     The active profile is used unless --profile or --merge says otherwise;
     --start and --end narrow it to a time range.
     """
-    if merge and selector is not None:
-        raise click.UsageError("use either --profile or --merge, not both")
     group = load_group(file, show_progress=not as_json)
     profile = choose_profile(group, selector, merge)
-    start_value = parse_time(start, profile, "--start")
-    end_value = parse_time(end, profile, "--end")
-    if start_value is not None and end_value is not None and end_value <= start_value:
-        raise click.BadParameter(f"{end!r} is not after --start {start!r}", param_hint="'--end'")
+    start_value, end_value = parse_range(profile, start, end)
     result = top_functions(profile, by, limit or None, start_value, end_value)
     if as_json:
         print_json({"format": group.format, **result.to_dict()})

@@ -1,0 +1,129 @@
+"""`flamesight serve`: the web server (REST API) on uvicorn.
+
+For now the server runs in single-user mode only: bound to a loopback
+address, with no login and one implicit owner of every trace. Binding to
+any other address is refused, since that would put an unauthenticated
+server on a network; accounts come in a later release.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+
+import click
+
+from flamesight.cli.commands import InputError, main
+
+LOOPBACK_NAMES = ("localhost",)
+
+
+def is_loopback(host: str) -> bool:
+    """Whether `host` is a loopback address (127.0.0.0/8, ::1) or "localhost"."""
+    if host.lower() in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def base_url(host: str, port: int) -> str:
+    """The http URL of the server on `host`:`port` (IPv6 addresses in brackets)."""
+    bare = host.strip("[]")
+    shown = f"[{bare}]" if ":" in bare else bare
+    return f"http://{shown}:{port}"
+
+
+@main.command("serve")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option(
+    "--port", type=click.IntRange(1, 65535), default=8000, show_default=True, help="Port."
+)
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Where the database and uploaded files live "
+    "(default: $FLAMESIGHT_DATA_DIR or ~/.local/share/flamesight).",
+)
+@click.option(
+    "--database-url",
+    metavar="URL",
+    help="SQLAlchemy URL, e.g. postgresql+asyncpg://user@host/db "
+    "(default: $FLAMESIGHT_DATABASE_URL or SQLite in the data dir).",
+)
+@click.option(
+    "--storage-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Where uploaded files are kept (default: $FLAMESIGHT_STORAGE_DIR or DATA_DIR/blobs).",
+)
+@click.option(
+    "--max-upload",
+    metavar="SIZE",
+    help="Largest upload, e.g. 500MB (default: $FLAMESIGHT_MAX_UPLOAD or 2GiB).",
+)
+@click.option(
+    "--cache-size",
+    metavar="SIZE",
+    help="Memory for parsed profiles, e.g. 4GiB (default: $FLAMESIGHT_CACHE_SIZE or 2GiB).",
+)
+@click.option(
+    "--open",
+    "open_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Upload this profile at start and print its URL.",
+)
+def serve_command(
+    host: str,
+    port: int,
+    data_dir: Path | None,
+    database_url: str | None,
+    storage_dir: Path | None,
+    max_upload: str | None,
+    cache_size: str | None,
+    open_file: Path | None,
+) -> None:
+    """Run the flamesight web server (REST API, docs at /docs) on this machine.
+
+    It runs in single-user mode: bound to a loopback address, no login, every
+    trace owned by one implicit user.
+    """
+    if not is_loopback(host):
+        raise InputError(
+            f"refusing to listen on {host}: the server has no accounts yet, so it only runs "
+            "on a loopback address (127.0.0.1, ::1, localhost) where only this machine can "
+            "reach it. Accounts, for serving on a network, come in a later release."
+        )
+    import uvicorn
+
+    from flamesight.server import Settings, create_app
+    from flamesight.server.errors import ApiError
+    from flamesight.server.state import ServerState
+    from flamesight.server.uploads import file_chunks, store_trace
+
+    try:
+        settings = Settings.from_environment(
+            data_dir=data_dir,
+            database_url=database_url,
+            storage_dir=storage_dir,
+            max_upload=max_upload,
+            cache_size=cache_size,
+        )
+    except ValueError as error:
+        raise click.BadParameter(str(error)) from None
+    url = base_url(host, port)
+
+    async def open_at_start(state: ServerState) -> None:
+        if open_file is None:
+            return
+        try:
+            trace = await store_trace(
+                state, state.local_owner_id, file_chunks(open_file), open_file.name
+            )
+        except ApiError as error:
+            click.echo(f"Error: cannot open {open_file}: {error.message}", err=True)
+            return
+        click.echo(f"{open_file.name}: {url}/api/traces/{trace.id}")
+
+    click.echo(f"flamesight: single-user mode on {url} (API docs at {url}/docs)")
+    uvicorn.run(create_app(settings, open_at_start), host=host.strip("[]"), port=port)
