@@ -1,0 +1,1 @@
+"""Alembic migrations of the server database; they ship inside the package."""

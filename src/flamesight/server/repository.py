@@ -1,0 +1,169 @@
+"""The one place that reads and writes rows, every query scoped to the caller.
+
+A `Repository` is made for one user id and can only see that user's rows:
+asking for another user's trace finds nothing (`NotFound`, answered 404,
+never 403), so no endpoint can forget the check. The only queries that are
+not scoped to an owner are the account functions at the bottom, which the
+server calls to find or create users.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import delete, func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from flamesight.server.tables import Trace, User
+
+ID_BYTES = 12
+"""Random bytes in a new id: 16 URL-safe characters, 96 bits, not guessable."""
+
+
+def new_id() -> str:
+    """A fresh random URL-safe id for a row."""
+    return secrets.token_urlsafe(ID_BYTES)
+
+
+class NotFound(LookupError):
+    """No such row for this caller: it does not exist or belongs to someone else."""
+
+
+@dataclass(frozen=True)
+class TraceRecord:
+    """A stored trace as the rest of the server sees it (no database session attached)."""
+
+    id: str
+    owner_id: str
+    name: str
+    format: str
+    size: int
+    created_at: datetime
+    blob_key: str
+    active_profile: int
+    profiles: list[dict[str, Any]]
+
+    @classmethod
+    def of(cls, row: Trace) -> TraceRecord:
+        """The record of a `traces` row."""
+        return cls(
+            id=row.id,
+            owner_id=row.owner_id,
+            name=row.name,
+            format=row.format,
+            size=row.size,
+            created_at=row.created_at,
+            blob_key=row.blob_key,
+            active_profile=row.active_profile,
+            profiles=list(row.profiles),
+        )
+
+
+@dataclass(frozen=True)
+class TracePage:
+    """One page of a user's traces, newest first, and how many there are in all."""
+
+    traces: list[TraceRecord]
+    total: int
+
+
+class Repository:
+    """Rows of one user: every method is scoped to `user_id`."""
+
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], user_id: str) -> None:
+        self.sessions = sessions
+        self.user_id = user_id
+
+    async def add_trace(
+        self,
+        *,
+        trace_id: str,
+        name: str,
+        format: str,
+        size: int,
+        blob_key: str,
+        active_profile: int,
+        profiles: list[dict[str, Any]],
+    ) -> TraceRecord:
+        """Store a new trace owned by this user."""
+        row = Trace(
+            id=trace_id,
+            owner_id=self.user_id,
+            name=name,
+            format=format,
+            size=size,
+            created_at=datetime.now(UTC),
+            blob_key=blob_key,
+            active_profile=active_profile,
+            profiles=profiles,
+        )
+        async with self.sessions() as session, session.begin():
+            session.add(row)
+        return TraceRecord.of(row)
+
+    async def get_trace(self, trace_id: str) -> TraceRecord:
+        """This user's trace `trace_id`, or NotFound."""
+        async with self.sessions() as session:
+            row = await session.scalar(
+                select(Trace).where(Trace.id == trace_id, Trace.owner_id == self.user_id)
+            )
+        if row is None:
+            raise NotFound(f"no trace {trace_id!r}")
+        return TraceRecord.of(row)
+
+    async def list_traces(self, limit: int, offset: int = 0) -> TracePage:
+        """A page of this user's traces, newest first."""
+        async with self.sessions() as session:
+            rows = await session.scalars(
+                select(Trace)
+                .where(Trace.owner_id == self.user_id)
+                .order_by(Trace.created_at.desc(), Trace.id.desc())
+                .limit(limit)
+                .offset(offset)
+            )
+            records = [TraceRecord.of(row) for row in rows]
+            total = await session.scalar(
+                select(func.count()).select_from(Trace).where(Trace.owner_id == self.user_id)
+            )
+        return TracePage(records, int(total or 0))
+
+    async def delete_trace(self, trace_id: str) -> TraceRecord:
+        """Remove this user's trace `trace_id` and return what it was, or NotFound."""
+        async with self.sessions() as session, session.begin():
+            row = await session.scalar(
+                select(Trace).where(Trace.id == trace_id, Trace.owner_id == self.user_id)
+            )
+            if row is None:
+                raise NotFound(f"no trace {trace_id!r}")
+            record = TraceRecord.of(row)
+            await session.execute(
+                delete(Trace).where(Trace.id == trace_id, Trace.owner_id == self.user_id)
+            )
+        return record
+
+
+# --- accounts (not scoped: they decide who the caller is) --------------------
+
+
+async def ensure_user(sessions: async_sessionmaker[AsyncSession], name: str) -> str:
+    """The id of the user called `name`, created when there is none."""
+    async with sessions() as session:
+        found = await session.scalar(select(User.id).where(User.name == name))
+        if found is not None:
+            return found
+    user_id = new_id()
+    try:
+        async with sessions() as session, session.begin():
+            session.add(User(id=user_id, name=name, created_at=datetime.now(UTC)))
+    except IntegrityError:
+        # Another process created it at the same moment: use theirs.
+        async with sessions() as session:
+            found = await session.scalar(select(User.id).where(User.name == name))
+        if found is None:
+            raise
+        return found
+    return user_id

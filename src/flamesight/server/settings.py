@@ -1,0 +1,96 @@
+"""Server settings: where data lives, which database, how much to accept and to keep.
+
+Every setting has a default, an environment variable, and (for `flamesight
+serve`) a flag; a flag wins over the environment, the environment over the
+default.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ENV_DATA_DIR = "FLAMESIGHT_DATA_DIR"
+ENV_DATABASE_URL = "FLAMESIGHT_DATABASE_URL"
+ENV_STORAGE_DIR = "FLAMESIGHT_STORAGE_DIR"
+ENV_MAX_UPLOAD = "FLAMESIGHT_MAX_UPLOAD"
+ENV_CACHE_SIZE = "FLAMESIGHT_CACHE_SIZE"
+
+DEFAULT_MAX_UPLOAD_BYTES = 2 * 1024**3
+DEFAULT_CACHE_BYTES = 2 * 1024**3
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]i?b?|b)?\s*$", re.IGNORECASE)
+
+
+def default_data_dir() -> Path:
+    """~/.local/share/flamesight, or $XDG_DATA_HOME/flamesight when that is set."""
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "flamesight"
+
+
+def parse_size(text: str) -> int:
+    """A byte count from "2GiB", "500MB", "64k" or a bare number of bytes."""
+    match = _SIZE.match(text)
+    if not match:
+        raise ValueError(f"cannot read {text!r} as a size (try 2GiB, 500MB or a number of bytes)")
+    number = float(match.group(1))
+    suffix = (match.group(2) or "").lower()
+    letter = suffix[:1] if suffix not in ("", "b") else ""
+    base = 1024 if "i" in suffix else 1000
+    factor = base ** ("kmgt".index(letter) + 1) if letter else 1
+    return int(number * factor)
+
+
+def sqlite_url(path: Path) -> str:
+    """The SQLAlchemy async URL of a SQLite database file."""
+    return f"sqlite+aiosqlite:///{path.resolve()}"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What the server needs to start: data locations and size limits."""
+
+    data_dir: Path = field(default_factory=default_data_dir)
+    database_url: str | None = None
+    """None: a SQLite file `flamesight.db` in the data dir."""
+    storage_dir: Path | None = None
+    """None: the folder `blobs` in the data dir."""
+    max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES
+    cache_bytes: int = DEFAULT_CACHE_BYTES
+    """How many bytes of parsed profiles the in-memory cache keeps (estimated)."""
+
+    @property
+    def resolved_database_url(self) -> str:
+        """The database URL in use: the given one or the SQLite file in the data dir."""
+        return self.database_url or sqlite_url(self.data_dir / "flamesight.db")
+
+    @property
+    def resolved_storage_dir(self) -> Path:
+        """The blob folder in use: the given one or `blobs` in the data dir."""
+        return self.storage_dir or self.data_dir / "blobs"
+
+    @classmethod
+    def from_environment(
+        cls,
+        *,
+        data_dir: str | os.PathLike[str] | None = None,
+        database_url: str | None = None,
+        storage_dir: str | os.PathLike[str] | None = None,
+        max_upload: str | None = None,
+        cache_size: str | None = None,
+    ) -> Settings:
+        """Settings from the given values, else the FLAMESIGHT_* environment, else defaults."""
+        env = os.environ
+        data_dir = data_dir or env.get(ENV_DATA_DIR)
+        storage_dir = storage_dir or env.get(ENV_STORAGE_DIR)
+        max_upload = max_upload or env.get(ENV_MAX_UPLOAD)
+        cache_size = cache_size or env.get(ENV_CACHE_SIZE)
+        return cls(
+            data_dir=Path(data_dir).expanduser() if data_dir else default_data_dir(),
+            database_url=database_url or env.get(ENV_DATABASE_URL) or None,
+            storage_dir=Path(storage_dir).expanduser() if storage_dir else None,
+            max_upload_bytes=parse_size(max_upload) if max_upload else DEFAULT_MAX_UPLOAD_BYTES,
+            cache_bytes=parse_size(cache_size) if cache_size else DEFAULT_CACHE_BYTES,
+        )

@@ -1,0 +1,63 @@
+"""What a running server holds: settings, database, storage, cache and the local owner.
+
+`start_server` builds it (creating folders, migrating the database, making
+sure the implicit owner exists); `stop_server` releases it. The FastAPI app
+keeps one as `app.state.flamesight`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from flamesight.server.cache import ProfileCache
+from flamesight.server.database import create_engine, migrate, session_factory
+from flamesight.server.repository import Repository, ensure_user
+from flamesight.server.settings import Settings
+from flamesight.server.storage import BlobStorage, LocalDirectoryStorage
+
+LOCAL_OWNER_NAME = "local"
+"""The implicit owner of everything in single-user (loopback) mode."""
+
+
+@dataclass
+class ServerState:
+    """The long-lived parts of a running server."""
+
+    settings: Settings
+    engine: AsyncEngine
+    sessions: async_sessionmaker[AsyncSession]
+    storage: BlobStorage
+    cache: ProfileCache
+    local_owner_id: str
+
+    def repository(self, user_id: str) -> Repository:
+        """The repository of `user_id`'s rows."""
+        return Repository(self.sessions, user_id)
+
+
+async def start_server(settings: Settings) -> ServerState:
+    """Open the database (migrated to the newest schema), the blob folder and the cache."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(settings.resolved_database_url)
+    try:
+        await migrate(engine)
+        sessions = session_factory(engine)
+        owner_id = await ensure_user(sessions, LOCAL_OWNER_NAME)
+    except BaseException:
+        await engine.dispose()
+        raise
+    return ServerState(
+        settings=settings,
+        engine=engine,
+        sessions=sessions,
+        storage=LocalDirectoryStorage(settings.resolved_storage_dir),
+        cache=ProfileCache(settings.cache_bytes),
+        local_owner_id=owner_id,
+    )
+
+
+async def stop_server(state: ServerState) -> None:
+    """Close the database connections."""
+    await state.engine.dispose()
