@@ -16,10 +16,10 @@ PYTHON ?= $(shell for candidate in python3 python3.13 python3.12 python3.11; do 
 EXAMPLE := src/flamesight/examples/log_report.speedscope.json
 LINTED := src benchmarks tests
 
-.PHONY: help run test lint bench proto
+.PHONY: help run test lint bench proto chromium
 
 help:
-	@echo "make run    show what flamesight makes of the bundled example profile"
+	@echo "make run    serve the web app on http://127.0.0.1:8000/ with the bundled example"
 	@echo "make test   lint (ruff) and run the test suite (pytest)"
 	@echo "make lint   ruff check and ruff format --check"
 	@echo "make bench  run the import, analysis and render benchmarks"
@@ -43,13 +43,18 @@ $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
 	touch $@
 
 run: $(VENV)/.installed-test
-	$(BIN)/flamesight info $(EXAMPLE)
-	@echo
-	$(BIN)/flamesight top $(EXAMPLE) -n 15
-	@echo
-	@echo "The web server (flame charts, time ranges and questions to a language model) comes in a later release."
+	@echo "flamesight: open http://127.0.0.1:8000/ in a browser (Ctrl+C stops the server)"
+	$(BIN)/flamesight serve --host 127.0.0.1 --port 8000 --open $(EXAMPLE)
 
-test: $(VENV)/.installed-test
+# The browser tests drive Debian's Chromium; as root, install it when it is missing
+# (otherwise those tests skip and say how to install it).
+chromium:
+	@if ! command -v chromium >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+		(apt-get update -qq && apt-get install -y -qq chromium) \
+			|| echo "could not install chromium: the browser tests will skip"; \
+	fi
+
+test: $(VENV)/.installed-test chromium
 	$(BIN)/ruff check $(LINTED)
 	$(BIN)/python -m pytest
 

@@ -36,6 +36,16 @@ def wait_for_line(process: subprocess.Popen[str], needle: str) -> str:
     raise AssertionError(f"the server exited ({process.wait()}) before printing {needle!r}")
 
 
+def stop(process: subprocess.Popen[str]) -> None:
+    """Stop a server process: terminate, then kill if it does not exit in time."""
+    process.terminate()
+    try:
+        process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
 def test_serve_answers_on_a_loopback_port_and_opens_a_file(tmp_path: Path) -> None:
     port = free_port()
     environment = {**os.environ, "PYTHONUNBUFFERED": "1"}
@@ -75,12 +85,7 @@ def test_serve_answers_on_a_loopback_port_and_opens_a_file(tmp_path: Path) -> No
         assert httpx.get(url, timeout=5).json()["id"] == traces[0]["id"]
         assert (tmp_path / "data" / "flamesight.db").is_file()
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop(process)
 
 
 @pytest.mark.parametrize("host", ["0.0.0.0", "192.168.1.20", "::", "example.com"])
@@ -88,5 +93,5 @@ def test_serve_refuses_a_network_address(host: str, tmp_path: Path) -> None:
     result = CliRunner().invoke(main, ["serve", "--host", host, "--data-dir", str(tmp_path)])
     assert result.exit_code == 2
     assert "loopback" in result.output
-    assert "later release" in result.output
+    assert "flamesight users add" in result.output
     assert not (tmp_path / "flamesight.db").exists()

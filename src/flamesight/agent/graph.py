@@ -61,6 +61,7 @@ from flamesight.agent.tools import LoadedProfiles, ToolFailure, find_tool, tools
 from flamesight.analysis import summary
 from flamesight.llm import ApiKey, Auth, ClientCredentials, LLMError, Settings, scrub
 from flamesight.llm.auth import connection_problem
+from flamesight.llm.endpoint import checked_http_client
 from flamesight.llm.errors import Failure
 
 log = logging.getLogger(__name__)
@@ -312,6 +313,9 @@ class ChatAgent:
             "default_headers": dict(settings.headers) or None,
             "streaming": True,
         }
+        checked = checked_http_client(settings)
+        if checked is not None:
+            common["http_client"] = checked
         if settings.provider == "azure":
             credential = (
                 {"azure_ad_token": key}

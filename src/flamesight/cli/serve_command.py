@@ -1,21 +1,29 @@
 """`flamesight serve`: the web server (REST API) on uvicorn.
 
-For now the server runs in single-user mode only: bound to a loopback
-address, with no login and one implicit owner of every trace. Binding to
-any other address is refused, since that would put an unauthenticated
-server on a network; accounts come in a later release.
+Bound to a loopback address with no accounts, the server runs in
+single-user mode: no login, one implicit owner of every trace. Once an
+account exists (`flamesight users add NAME`), every request must log in or
+carry an API token, and the server may listen on any address; without one,
+a non-loopback address is refused, since that would put an unauthenticated
+server on a network.
 """
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import ipaddress
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 import click
 
 from flamesight.cli.commands import InputError, main
 
 LOOPBACK_NAMES = ("localhost",)
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 def is_loopback(host: str) -> bool:
@@ -35,28 +43,40 @@ def base_url(host: str, port: int) -> str:
     return f"http://{shown}:{port}"
 
 
+def data_location_options(command: F) -> F:
+    """The --data-dir, --database-url and --storage-dir options of serve and users."""
+    for option in reversed(
+        [
+            click.option(
+                "--data-dir",
+                type=click.Path(file_okay=False, path_type=Path),
+                help="Where the database and uploaded files live "
+                "(default: $FLAMESIGHT_DATA_DIR or ~/.local/share/flamesight).",
+            ),
+            click.option(
+                "--database-url",
+                metavar="URL",
+                help="SQLAlchemy URL, e.g. postgresql+asyncpg://user@host/db "
+                "(default: $FLAMESIGHT_DATABASE_URL or SQLite in the data dir).",
+            ),
+            click.option(
+                "--storage-dir",
+                type=click.Path(file_okay=False, path_type=Path),
+                help="Where uploaded files are kept "
+                "(default: $FLAMESIGHT_STORAGE_DIR or DATA_DIR/blobs).",
+            ),
+        ]
+    ):
+        command = option(command)
+    return command
+
+
 @main.command("serve")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option(
     "--port", type=click.IntRange(1, 65535), default=8000, show_default=True, help="Port."
 )
-@click.option(
-    "--data-dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Where the database and uploaded files live "
-    "(default: $FLAMESIGHT_DATA_DIR or ~/.local/share/flamesight).",
-)
-@click.option(
-    "--database-url",
-    metavar="URL",
-    help="SQLAlchemy URL, e.g. postgresql+asyncpg://user@host/db "
-    "(default: $FLAMESIGHT_DATABASE_URL or SQLite in the data dir).",
-)
-@click.option(
-    "--storage-dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Where uploaded files are kept (default: $FLAMESIGHT_STORAGE_DIR or DATA_DIR/blobs).",
-)
+@data_location_options
 @click.option(
     "--max-upload",
     metavar="SIZE",
@@ -83,19 +103,16 @@ def serve_command(
     cache_size: str | None,
     open_file: Path | None,
 ) -> None:
-    """Run the flamesight web server (REST API, docs at /docs) on this machine.
+    """Run the flamesight web server (REST API, docs at /docs).
 
-    It runs in single-user mode: bound to a loopback address, no login, every
-    trace owned by one implicit user.
+    On a loopback address with no accounts it runs in single-user mode: no
+    login, every trace owned by one implicit user. With accounts (`flamesight
+    users add NAME`) every request logs in or carries an API token, and any
+    address may be used.
     """
-    if not is_loopback(host):
-        raise InputError(
-            f"refusing to listen on {host}: the server has no accounts yet, so it only runs "
-            "on a loopback address (127.0.0.1, ::1, localhost) where only this machine can "
-            "reach it. Accounts, for serving on a network, come in a later release."
-        )
     import uvicorn
 
+    from flamesight.cli.users_command import accounts_exist
     from flamesight.server import Settings, create_app
     from flamesight.server.errors import ApiError
     from flamesight.server.state import ServerState
@@ -111,6 +128,21 @@ def serve_command(
         )
     except ValueError as error:
         raise click.BadParameter(str(error)) from None
+    loopback = is_loopback(host)
+    settings = dataclasses.replace(settings, bound_to_loopback=loopback)
+    with_accounts = asyncio.run(accounts_exist(settings))
+    if not loopback and not with_accounts:
+        raise InputError(
+            f"refusing to listen on {host}: there are no user accounts yet, so anyone who can "
+            "reach that address could use the server. Create one first with `flamesight users "
+            "add NAME` (same --data-dir/--database-url), or listen on a loopback address "
+            "(127.0.0.1, ::1, localhost) for single-user mode."
+        )
+    if with_accounts and open_file is not None:
+        raise InputError(
+            "--open uploads as the single-user owner, and this server has accounts: "
+            "upload with `flamesight upload FILE --server URL --token-env VAR` instead"
+        )
     url = base_url(host, port)
 
     async def open_at_start(state: ServerState) -> None:
@@ -125,5 +157,6 @@ def serve_command(
             return
         click.echo(f"{open_file.name}: {url}/api/traces/{trace.id}")
 
-    click.echo(f"flamesight: single-user mode on {url} (API docs at {url}/docs)")
+    mode = "accounts (log in or use an API token)" if with_accounts else "single-user mode"
+    click.echo(f"flamesight: {mode} on {url} (API docs at {url}/docs)")
     uvicorn.run(create_app(settings, open_at_start), host=host.strip("[]"), port=port)

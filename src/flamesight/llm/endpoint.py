@@ -181,6 +181,21 @@ def _credentials(auth: Auth) -> str:
     return "none"
 
 
+def checked_http_client(settings: Settings) -> httpx2.Client | None:
+    """An HTTP client that runs `settings.url_check` on every request, redirects included.
+
+    None (the SDK's own client) when there is no check.
+    """
+    check = settings.url_check
+    if check is None:
+        return None
+
+    def before_sending(request: httpx2.Request) -> None:
+        check(str(request.url))
+
+    return httpx2.Client(follow_redirects=True, event_hooks={"request": [before_sending]})
+
+
 def _openai_client(settings: Settings, auth: Auth) -> openai.OpenAI:
     common: dict[str, Any] = {
         "base_url": settings.base_url,
@@ -188,6 +203,7 @@ def _openai_client(settings: Settings, auth: Auth) -> openai.OpenAI:
         "max_retries": settings.max_retries,
         "default_headers": dict(settings.headers) or None,
         "default_query": dict(settings.query) or None,
+        "http_client": checked_http_client(settings),
     }
     secret = _credentials(auth)
     if settings.provider != "azure":
@@ -303,6 +319,7 @@ def _send_anthropic(
         max_retries=settings.max_retries,
         default_headers=dict(settings.headers) or None,
         default_query=dict(settings.query) or None,
+        http_client=checked_http_client(settings),
         **{kind: secret},
     )
     body: dict[str, Any] = {

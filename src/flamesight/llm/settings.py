@@ -45,7 +45,7 @@ from __future__ import annotations
 import os
 import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -146,6 +146,9 @@ class Settings:
     auth: AuthSources = field(default_factory=AuthSources)
     templates: Mapping[str, str] = field(default_factory=dict)
     config_path: Path | None = None
+    url_check: Callable[[str], None] | None = field(default=None, compare=False, repr=False)
+    """Called with the URL of every request to the model endpoint, redirects included,
+    before it is sent; raising stops it (the server's policy for client-given URLs)."""
 
     @property
     def display_url(self) -> str:

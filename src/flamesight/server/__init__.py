@@ -7,14 +7,31 @@ uvicorn.
 Decisions, so later work (accounts, analyze over SSE, the WebSocket chat,
 fleet mode) builds on them rather than around them:
 
-- Single-user mode only, for now: `flamesight serve` refuses a non-loopback
-  host. One `users` row named "local" is the implicit owner of everything;
-  `dependencies.current_user_id` is the one place that decides who is
-  asking, so accounts (cookies, API tokens, share links) plug in there.
+- Modes: bound to loopback (`Settings.bound_to_loopback`) with no account
+  (no user has a password) is single-user mode: no login, the `users` row
+  named "local" owns everything. Once `flamesight users add NAME` creates an
+  account, every request must prove who it is (checked per request, so the
+  first account takes effect on a running server); `flamesight serve` on a
+  non-loopback host is refused until an account exists. `users add local`
+  turns the implicit owner into an account that keeps its traces.
+- Who is asking: `dependencies.current_user_id` -> `accounts.authenticate`,
+  the one place: a Bearer API token (no CSRF needed), else the session
+  cookie (HttpOnly, SameSite=Lax, Secure over https, 14 days) whose
+  state-changing requests must send `X-CSRF-Token` equal to the readable
+  CSRF cookie and matching the hash stored with the session (a WebSocket
+  handshake must come from the server's own origin), else the implicit
+  owner in single-user mode, else 401. Passwords are argon2id
+  (argon2-cffi); session, CSRF, API and share tokens are 256-bit random
+  strings stored only as SHA-256 digests, shown once.
 - Access: every query goes through `repository.Repository`, made for one
-  user id. Another user's id finds nothing, which the API answers 404 (never
-  403). The account functions at the bottom of `repository` are the only
-  unscoped queries.
+  user id (API tokens and share links included). Another user's id finds
+  nothing, which the API answers 404 (never 403). The unscoped queries are
+  the ones that decide who the caller is: `ensure_user` at the bottom of
+  `repository`, and `accounts`.
+- Share links: `/api/shared/{token}/...` runs the very trace endpoints,
+  handed an `accounts.SharedTrace` (one trace, `get_trace` only) in place
+  of the caller's repository, so a link reads its trace and nothing else.
+  Revoking the link or deleting the trace ends it at once.
 - Ids are random URL-safe strings (`secrets.token_urlsafe(12)`, 96 bits), so
   they are not guessable and say nothing about how many rows there are.
 - Database: SQLAlchemy 2 asyncio (aiosqlite, asyncpg); the schema is owned
@@ -45,6 +62,35 @@ fleet mode) builds on them rather than around them:
 - Ranges (`start`, `end`) are on the profile's own axis, as numbers in its
   unit or with a unit ("1.5s"), like the command line; `POST /render`
   follows flamechart-server instead (milliseconds from the profile start).
+- Send to LLM (`analyze_routes`): `POST /api/traces/{id}/analyze` streams
+  server-sent events (`text`, then `done` with the stored analysis, or
+  `error`). Failures before the first piece are ordinary error answers
+  (400, `url_refused` for refused URLs; 502 `model_failed`). Analyses
+  (`flamesight.llm.AnalysisResult.to_dict()` plus the Markdown report;
+  never a credential) are listed by `GET /api/traces/{id}/analyses` and
+  exported by `GET /api/analyses/{id}.md`.
+- Client-given model and token URLs: `url_policy.UrlPolicy` is the one
+  check (http(s) only, never link-local or metadata addresses, loopback
+  only when bound to loopback, private ranges only with
+  `Settings.allow_private_urls`); the model client runs it again on every
+  request, redirects included (`flamesight.llm.Settings.url_check`).
+  `model_endpoints.resolve_endpoint` turns a client's url/model/provider/
+  auth into settings and credentials, or takes the server's own
+  (FLAMESIGHT_LLM_* through `flamesight.llm`). Credentials stay in memory:
+  the request's, or `ChatService.endpoints` for a chat session.
+- Chat (`chat`, `chat_routes`): WebSocket `/ws/chat` as DESIGN.md says.
+  The handler stores the question and enqueues a `ChatTurnJob` on a
+  `JobQueue`; events go through an `EventBus` that numbers them per session
+  (`seq`) and stores them in `chat_events`, so `resume {sessionId,
+  afterSeq}` works across reconnects and restarts. Embedded mode:
+  `InProcessJobQueue` (asyncio task; the agent in a worker thread) and
+  `StoredEventBus` (memory fan-out); fleet mode replaces both. One turn
+  per session at a time. Messages (tool calls included) are stored as
+  `flamesight.agent.history_to_dicts` writes them; snapshots go to blob
+  storage under `<owner>/snapshots/` and are served to their owner by
+  `GET /api/snapshots/{id}`. Chat, snapshot and analysis rows are reached
+  through `chat_store.ChatRepository`, scoped to one owner like
+  `Repository`.
 """
 
 from flamesight.server.app import create_app

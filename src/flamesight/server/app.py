@@ -14,10 +14,17 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from flamesight import __version__
-from flamesight.server import render_routes, trace_routes
+from flamesight.server import (
+    account_routes,
+    analyze_routes,
+    chat_routes,
+    render_routes,
+    trace_routes,
+)
 from flamesight.server.errors import install_error_handlers
 from flamesight.server.settings import Settings
 from flamesight.server.state import ServerState, start_server, stop_server
+from flamesight.server.viewer_routes import install_viewer
 
 ReadyHook = Callable[[ServerState], Awaitable[None]]
 
@@ -46,4 +53,8 @@ def create_app(settings: Settings | None = None, on_ready: ReadyHook | None = No
     install_error_handlers(app)
     app.include_router(trace_routes.router)
     app.include_router(render_routes.router)
+    app.include_router(analyze_routes.router)
+    app.include_router(chat_routes.router)
+    app.include_router(account_routes.router)
+    install_viewer(app)
     return app

@@ -14,11 +14,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import Delete, delete, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from flamesight.server.tables import Trace, User
+from flamesight.server.tables import ApiToken, ShareLink, Trace, User
 
 ID_BYTES = 12
 """Random bytes in a new id: 16 URL-safe characters, 96 bits, not guessable."""
@@ -69,6 +69,35 @@ class TracePage:
 
     traces: list[TraceRecord]
     total: int
+
+
+@dataclass(frozen=True)
+class ApiTokenRecord:
+    """A personal API token as its owner sees it: never its secret, which is not stored."""
+
+    id: str
+    name: str
+    created_at: datetime
+    last_used_at: datetime | None
+
+    @classmethod
+    def of(cls, row: ApiToken) -> ApiTokenRecord:
+        """The record of an `api_tokens` row."""
+        return cls(row.id, row.name, row.created_at, row.last_used_at)
+
+
+@dataclass(frozen=True)
+class ShareLinkRecord:
+    """A share link of a trace as its owner sees it (its token is not stored)."""
+
+    id: str
+    trace_id: str
+    created_at: datetime
+
+    @classmethod
+    def of(cls, row: ShareLink) -> ShareLinkRecord:
+        """The record of a `share_links` row."""
+        return cls(row.id, row.trace_id, row.created_at)
 
 
 class Repository:
@@ -144,6 +173,82 @@ class Repository:
                 delete(Trace).where(Trace.id == trace_id, Trace.owner_id == self.user_id)
             )
         return record
+
+    # --- API tokens and share links (secrets arrive hashed) -----------------
+
+    async def add_api_token(self, name: str, token_hash: str) -> ApiTokenRecord:
+        """Store a new API token of this user, by the hash of its secret."""
+        row = ApiToken(
+            id=new_id(),
+            owner_id=self.user_id,
+            name=name,
+            token_hash=token_hash,
+            created_at=datetime.now(UTC),
+        )
+        await self._insert(row)
+        return ApiTokenRecord.of(row)
+
+    async def list_api_tokens(self) -> list[ApiTokenRecord]:
+        """This user's API tokens, oldest first (their secrets are not stored)."""
+        async with self.sessions() as session:
+            rows = await session.scalars(
+                select(ApiToken)
+                .where(ApiToken.owner_id == self.user_id)
+                .order_by(ApiToken.created_at, ApiToken.id)
+            )
+            return [ApiTokenRecord.of(row) for row in rows]
+
+    async def revoke_api_token(self, token_id: str) -> None:
+        """Delete this user's API token `token_id`, or NotFound."""
+        await self._delete_owned(
+            delete(ApiToken).where(ApiToken.id == token_id, ApiToken.owner_id == self.user_id),
+            f"no API token {token_id!r}",
+        )
+
+    async def add_share_link(self, trace_id: str, token_hash: str) -> ShareLinkRecord:
+        """Share this user's trace `trace_id` (NotFound otherwise) by the hash of a token."""
+        await self.get_trace(trace_id)
+        row = ShareLink(
+            id=new_id(),
+            owner_id=self.user_id,
+            trace_id=trace_id,
+            token_hash=token_hash,
+            created_at=datetime.now(UTC),
+        )
+        await self._insert(row)
+        return ShareLinkRecord.of(row)
+
+    async def list_share_links(self, trace_id: str) -> list[ShareLinkRecord]:
+        """The share links of this user's trace `trace_id`, oldest first, or NotFound."""
+        await self.get_trace(trace_id)
+        async with self.sessions() as session:
+            rows = await session.scalars(
+                select(ShareLink)
+                .where(ShareLink.trace_id == trace_id, ShareLink.owner_id == self.user_id)
+                .order_by(ShareLink.created_at, ShareLink.id)
+            )
+            return [ShareLinkRecord.of(row) for row in rows]
+
+    async def revoke_share_link(self, trace_id: str, share_id: str) -> None:
+        """Delete the share link `share_id` of this user's trace `trace_id`, or NotFound."""
+        await self._delete_owned(
+            delete(ShareLink).where(
+                ShareLink.id == share_id,
+                ShareLink.trace_id == trace_id,
+                ShareLink.owner_id == self.user_id,
+            ),
+            f"no share link {share_id!r} of trace {trace_id!r}",
+        )
+
+    async def _insert(self, row: ApiToken | ShareLink) -> None:
+        async with self.sessions() as session, session.begin():
+            session.add(row)
+
+    async def _delete_owned(self, statement: Delete, missing: str) -> None:
+        async with self.sessions() as session, session.begin():
+            result = await session.execute(statement)
+        if not result.rowcount:  # type: ignore[attr-defined]
+            raise NotFound(missing)
 
 
 # --- accounts (not scoped: they decide who the caller is) --------------------

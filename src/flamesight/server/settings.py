@@ -12,6 +12,8 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from flamesight.server.url_policy import UrlPolicy
+
 ENV_DATA_DIR = "FLAMESIGHT_DATA_DIR"
 ENV_DATABASE_URL = "FLAMESIGHT_DATABASE_URL"
 ENV_STORAGE_DIR = "FLAMESIGHT_STORAGE_DIR"
@@ -60,6 +62,17 @@ class Settings:
     max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES
     cache_bytes: int = DEFAULT_CACHE_BYTES
     """How many bytes of parsed profiles the in-memory cache keeps (estimated)."""
+    bound_to_loopback: bool = True
+    """The server listens on a loopback address only: with no accounts it is single-user."""
+    allow_private_urls: bool = False
+    """Client-given model and token URLs may point at private network addresses."""
+
+    @property
+    def url_policy(self) -> UrlPolicy:
+        """What client-given model and token URLs may point at (loopback: when bound to it)."""
+        return UrlPolicy(
+            allow_loopback=self.bound_to_loopback, allow_private=self.allow_private_urls
+        )
 
     @property
     def resolved_database_url(self) -> str:

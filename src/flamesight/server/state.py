@@ -7,7 +7,8 @@ keeps one as `app.state.flamesight`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
@@ -16,6 +17,9 @@ from flamesight.server.database import create_engine, migrate, session_factory
 from flamesight.server.repository import Repository, ensure_user
 from flamesight.server.settings import Settings
 from flamesight.server.storage import BlobStorage, LocalDirectoryStorage
+
+if TYPE_CHECKING:
+    from flamesight.server.chat import ChatService
 
 LOCAL_OWNER_NAME = "local"
 """The implicit owner of everything in single-user (loopback) mode."""
@@ -31,6 +35,13 @@ class ServerState:
     storage: BlobStorage
     cache: ProfileCache
     local_owner_id: str
+    chat: ChatService = field(init=False)
+    """Chat turns (job queue), their events (bus) and the sessions' endpoints."""
+
+    def __post_init__(self) -> None:
+        from flamesight.server.chat import ChatService
+
+        self.chat = ChatService(self)
 
     def repository(self, user_id: str) -> Repository:
         """The repository of `user_id`'s rows."""
@@ -59,5 +70,8 @@ async def start_server(settings: Settings) -> ServerState:
 
 
 async def stop_server(state: ServerState) -> None:
-    """Close the database connections."""
-    await state.engine.dispose()
+    """Stop the chat turns still running, then close the database connections."""
+    try:
+        await state.chat.close()
+    finally:
+        await state.engine.dispose()

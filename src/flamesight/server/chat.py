@@ -1,0 +1,299 @@
+"""Chat turns as jobs, their events on a bus: the embedded (one process) implementations.
+
+The WebSocket handler never waits on a model. It stores the user's
+message, enqueues a `ChatTurnJob` on the `JobQueue` and relays what the
+`EventBus` carries for its session. Both are small interfaces so fleet mode
+(arq workers, Redis Streams) can replace the embedded ones:
+
+- `InProcessJobQueue` runs each job as an asyncio task; the agent is
+  synchronous, so a turn runs in a worker thread and hands each event back
+  to the event loop as it happens.
+- `StoredEventBus` numbers each session's events (`seq` 1, 2, 3, ...),
+  stores them in `chat_events` (so `resume` works after a restart too) and
+  hands them to the session's subscribers in memory.
+
+A turn loads the trace (from the profile cache), the stored history and
+the session's endpoint (credentials the client gave in `start_analysis`,
+held in memory by `ChatService.endpoints` for that session only, else the
+server's own settings), runs `flamesight.agent.ChatAgent`, and stores the
+messages the turn committed (tool calls and results included) before its
+last event (`model_response_end` or `error`) goes out, so the next prompt
+always sees them. A failing model ends the turn with an `error` event; the
+user's message, stored before the job started, stays.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import defaultdict
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+import anyio.from_thread
+import anyio.lowlevel
+import anyio.to_thread
+from langchain_core.messages import HumanMessage
+
+from flamesight.agent import ChatAgent, LoadedProfiles, history_from_dicts, history_to_dicts
+from flamesight.agent.events import ErrorEvent, Event, ModelResponseEnd
+from flamesight.llm import LLMError, scrub
+from flamesight.server.chat_store import ChatRepository, SessionRecord, snapshot_blob_key
+from flamesight.server.model_endpoints import ClientEndpoint, ModelEndpoint, resolve_endpoint
+from flamesight.server.repository import new_id
+from flamesight.server.uploads import open_trace
+
+if TYPE_CHECKING:
+    from flamesight.server.state import ServerState
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ChatTurnJob:
+    """One turn to run: whose session, which one. Plain data, so a queue can carry it."""
+
+    owner_id: str
+    session_id: str
+
+
+class JobQueue(Protocol):
+    """Where chat turns wait to run."""
+
+    async def enqueue(self, job: ChatTurnJob) -> None:
+        """Queue `job` and return at once."""
+        ...
+
+    async def close(self) -> None:
+        """Stop running jobs (at shutdown)."""
+        ...
+
+
+class EventBus(Protocol):
+    """Numbered, kept events of chat sessions, and live delivery to subscribers."""
+
+    async def publish(self, session: SessionRecord, event: dict[str, Any]) -> dict[str, Any]:
+        """Give `event` the session's next `seq`, keep it, deliver it; the event with its seq."""
+        ...
+
+    def subscribe(self, session_id: str) -> contextlib.AbstractAsyncContextManager[EventQueue]:
+        """Receive the session's events published from now on, while the block runs."""
+        ...
+
+    async def replay(self, session: SessionRecord, after_seq: int) -> list[dict[str, Any]]:
+        """The session's kept events numbered above `after_seq`, in order."""
+        ...
+
+
+EventQueue = asyncio.Queue[dict[str, Any]]
+
+
+class InProcessJobQueue:
+    """Runs each job at once as an asyncio task of this process (embedded mode)."""
+
+    def __init__(self, run: Callable[[ChatTurnJob], Awaitable[None]]) -> None:
+        self.run = run
+        self.tasks: set[asyncio.Task[None]] = set()
+
+    async def enqueue(self, job: ChatTurnJob) -> None:
+        """Start the job's task; return without waiting for it."""
+        self.keep(asyncio.create_task(self.run(job)))
+
+    def keep(self, task: asyncio.Task[Any]) -> None:
+        """Hold a reference to `task` until it finishes (and cancel it at close)."""
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def close(self) -> None:
+        """Cancel the jobs still running and wait for them."""
+        for task in list(self.tasks):
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+
+
+class StoredEventBus:
+    """Events kept in the database, delivered in memory (embedded mode)."""
+
+    def __init__(self, state: ServerState) -> None:
+        self.state = state
+        self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+        self._last_seq: dict[str, int] = {}
+        self._subscribers: defaultdict[str, set[EventQueue]] = defaultdict(set)
+
+    def _store(self, session: SessionRecord) -> ChatRepository:
+        return ChatRepository(self.state.sessions, session.owner_id)
+
+    async def publish(self, session: SessionRecord, event: dict[str, Any]) -> dict[str, Any]:
+        """Number, store and deliver `event`, one at a time per session."""
+        async with self._locks[session.id]:
+            store = self._store(session)
+            last = self._last_seq.get(session.id)
+            if last is None:
+                last = await store.last_seq(session.id)
+            numbered = {**event, "seq": last + 1}
+            await store.add_event(session.id, last + 1, numbered)
+            self._last_seq[session.id] = last + 1
+            for queue in self._subscribers.get(session.id, ()):
+                queue.put_nowait(numbered)
+        return numbered
+
+    @contextlib.asynccontextmanager
+    async def subscribe(self, session_id: str) -> AsyncIterator[EventQueue]:
+        """A queue receiving the session's events until the block ends."""
+        queue: EventQueue = asyncio.Queue()
+        self._subscribers[session_id].add(queue)
+        try:
+            yield queue
+        finally:
+            self._subscribers[session_id].discard(queue)
+            if not self._subscribers[session_id]:
+                del self._subscribers[session_id]
+
+    async def replay(self, session: SessionRecord, after_seq: int) -> list[dict[str, Any]]:
+        """The stored events after `after_seq` (waits for a publish in progress)."""
+        async with self._locks[session.id]:
+            return await self._store(session).events_after(session.id, after_seq)
+
+
+def event_document(event: Event) -> dict[str, Any]:
+    """An agent event as the WebSocket carries it (`tool_end` names its image `imageUrl`)."""
+    data = event.to_dict()
+    if "image" in data:
+        data["imageUrl"] = data.pop("image")
+    return data
+
+
+class StoredSnapshots:
+    """The agent's snapshot sink: PNGs to blob storage and the `snapshots` table, per owner.
+
+    `save` is called from the turn's worker thread and waits for the event loop to store.
+    """
+
+    def __init__(self, state: ServerState, session: SessionRecord) -> None:
+        self.state = state
+        self.session = session
+        self._loop = anyio.lowlevel.current_token()
+
+    def save(self, png: bytes, name: str) -> str:
+        """Store `png`; its URL (`/api/snapshots/{id}`)."""
+        return anyio.from_thread.run(self.store, png, name, token=self._loop)
+
+    async def store(self, png: bytes, name: str) -> str:
+        """Write the blob, then its row; the snapshot's URL."""
+        snapshot_id = new_id()
+        owner = self.session.owner_id
+
+        async def chunks() -> AsyncIterator[bytes]:
+            yield png
+
+        await self.state.storage.write(snapshot_blob_key(owner, snapshot_id), chunks())
+        await ChatRepository(self.state.sessions, owner).add_snapshot(
+            snapshot_id, self.session.trace_id, self.session.id, name, len(png)
+        )
+        return f"/api/snapshots/{snapshot_id}"
+
+
+class ChatService:
+    """The chat side of a running server: its job queue, its event bus, the sessions' endpoints."""
+
+    def __init__(self, state: ServerState) -> None:
+        self.state = state
+        self.bus: EventBus = StoredEventBus(state)
+        self.jobs = InProcessJobQueue(self.run_turn)
+        self.endpoints: dict[str, ModelEndpoint] = {}
+        """Endpoints clients gave for their sessions: memory only, gone at restart."""
+        self.running: set[str] = set()
+
+    async def close(self) -> None:
+        """Stop the turns still running and forget every credential."""
+        await self.jobs.close()
+        self.endpoints.clear()
+
+    def keep(self, task: asyncio.Task[Any]) -> None:
+        """Keep a background task of a request (an analysis) alive until it finishes."""
+        self.jobs.keep(task)
+
+    async def endpoint(self, session_id: str) -> ModelEndpoint:
+        """The session's endpoint: the client's, else the server's own settings."""
+        given = self.endpoints.get(session_id)
+        if given is not None:
+            return given
+        policy = self.state.settings.url_policy
+        return await anyio.to_thread.run_sync(resolve_endpoint, policy, ClientEndpoint())
+
+    async def start_turn(self, session: SessionRecord, prompt: str) -> str | None:
+        """Store the question, announce `waiting_for_model`, enqueue the turn.
+
+        None when it started; a message saying why not when a turn of the
+        session is still running.
+        """
+        if session.id in self.running:
+            return "the previous question is still being answered; wait for its answer"
+        self.running.add(session.id)
+        try:
+            store = ChatRepository(self.state.sessions, session.owner_id)
+            question = history_to_dicts([HumanMessage(prompt)])
+            await store.add_messages(session.id, question)
+            await self.bus.publish(session, {"type": "waiting_for_model"})
+            await self.jobs.enqueue(ChatTurnJob(session.owner_id, session.id))
+        except BaseException:
+            self.running.discard(session.id)
+            raise
+        return None
+
+    async def run_turn(self, job: ChatTurnJob) -> None:
+        """Run one turn of the agent and publish its events (the job)."""
+        store = ChatRepository(self.state.sessions, job.owner_id)
+        session = await store.get_session(job.session_id)
+        new_messages: list[dict[str, Any]] = []
+        last: dict[str, Any] = {"type": ModelResponseEnd.type}
+        secrets: list[Any] = []
+        try:
+            trace = await self.state.repository(job.owner_id).get_trace(session.trace_id)
+            group = await open_trace(self.state, trace)
+            endpoint = await self.endpoint(session.id)
+            secrets = endpoint.auth.secrets()
+            stored = history_from_dicts(await store.messages(session.id))
+            agent = ChatAgent(
+                LoadedProfiles(group, name=trace.name),
+                endpoint.settings,
+                endpoint.auth,
+                snapshots=StoredSnapshots(self.state, session),
+                source=trace.name,
+            )
+            turn = agent.run(stored[:-1], str(stored[-1].content))
+            try:
+                loop = anyio.lowlevel.current_token()
+                last = await anyio.to_thread.run_sync(self._drive, session, turn, loop)
+            finally:
+                new_messages = history_to_dicts(turn.history[len(stored) :])
+        except Exception as error:
+            if not isinstance(error, LLMError):
+                log.exception("a chat turn failed")
+            last = {"type": ErrorEvent.type, "message": _failure(error, secrets)}
+        finally:
+            try:
+                await store.add_messages(session.id, new_messages)
+            finally:
+                self.running.discard(session.id)
+        await self.bus.publish(session, last)
+
+    def _drive(
+        self, session: SessionRecord, turn: Any, loop: anyio.lowlevel.EventLoopToken
+    ) -> dict[str, Any]:
+        """Iterate the turn (in a worker thread), publishing all but its last event."""
+        last: dict[str, Any] = {"type": ModelResponseEnd.type}
+        for event in turn:
+            if isinstance(event, ErrorEvent | ModelResponseEnd):
+                last = event_document(event)
+                continue
+            anyio.from_thread.run(self.bus.publish, session, event_document(event), token=loop)
+        return last
+
+
+def _failure(error: Exception, secrets: list[Any]) -> str:
+    if isinstance(error, LLMError):
+        return error.message
+    return scrub(f"the chat turn failed: {type(error).__name__}: {error}", secrets)

@@ -1,0 +1,248 @@
+"""Rows of chats, snapshots and analyses, every query scoped to one owner.
+
+`ChatRepository` is the chat-side sibling of `repository.Repository`: made
+for one user id, it finds only that user's sessions, snapshots and
+analyses (another user's id is `NotFound`, answered 404). Messages and
+events are reached through a session this user owns.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from flamesight.server.repository import NotFound, new_id
+from flamesight.server.tables import (
+    Analysis,
+    ChatEvent,
+    ChatMessage,
+    ChatSession,
+    OwnedTraceRow,
+    Snapshot,
+)
+
+OwnedRow = TypeVar("OwnedRow", bound=OwnedTraceRow)
+
+
+@dataclass(frozen=True)
+class SessionRecord:
+    """A chat session as the rest of the server sees it."""
+
+    id: str
+    owner_id: str
+    trace_id: str
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class SnapshotRecord:
+    """A stored snapshot: where its PNG is and what it belongs to."""
+
+    id: str
+    owner_id: str
+    trace_id: str
+    session_id: str | None
+    name: str
+    blob_key: str
+    size: int
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class AnalysisRecord:
+    """A stored one-shot analysis: its data and its Markdown report."""
+
+    id: str
+    trace_id: str
+    created_at: datetime
+    data: dict[str, Any]
+    report: str
+
+
+def snapshot_blob_key(owner_id: str, snapshot_id: str) -> str:
+    """The key of a snapshot PNG: under its owner's id."""
+    return f"{owner_id}/snapshots/{snapshot_id}.png"
+
+
+class ChatRepository:
+    """Chats, snapshots and analyses of one user: every method is scoped to `user_id`."""
+
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], user_id: str) -> None:
+        self.sessions = sessions
+        self.user_id = user_id
+
+    async def _owned(self, table: type[OwnedRow], row_id: str, what: str) -> OwnedRow:
+        """This user's row `row_id` of `table`, or NotFound."""
+        async with self.sessions() as session:
+            row = await session.scalar(
+                select(table).where(table.id == row_id, table.owner_id == self.user_id)
+            )
+        if row is None:
+            raise NotFound(f"no {what} {row_id!r}")
+        return row
+
+    # sessions
+
+    async def create_session(self, trace_id: str) -> SessionRecord:
+        """A new chat session about `trace_id` (which the caller has checked is theirs)."""
+        row = ChatSession(
+            id=new_id(), owner_id=self.user_id, trace_id=trace_id, created_at=datetime.now(UTC)
+        )
+        async with self.sessions() as session, session.begin():
+            session.add(row)
+        return _session_record(row)
+
+    async def latest_session(self, trace_id: str) -> SessionRecord | None:
+        """This user's newest chat session about `trace_id`, if there is one."""
+        async with self.sessions() as session:
+            row = await session.scalar(
+                select(ChatSession)
+                .where(ChatSession.trace_id == trace_id, ChatSession.owner_id == self.user_id)
+                .order_by(ChatSession.created_at.desc(), ChatSession.id.desc())
+                .limit(1)
+            )
+        return None if row is None else _session_record(row)
+
+    async def get_session(self, session_id: str) -> SessionRecord:
+        """This user's chat session `session_id`, or NotFound."""
+        return _session_record(await self._owned(ChatSession, session_id, "chat session"))
+
+    # messages
+
+    async def add_messages(self, session_id: str, messages: list[dict[str, Any]]) -> None:
+        """Append messages (as `history_to_dicts` writes them) to an owned session's history."""
+        if not messages:
+            return
+        await self.get_session(session_id)
+        now = datetime.now(UTC)
+        async with self.sessions() as session, session.begin():
+            for message in messages:
+                session.add(
+                    ChatMessage(
+                        session_id=session_id,
+                        role=str(message.get("type", "unknown"))[:20],
+                        data=message,
+                        created_at=now,
+                    )
+                )
+
+    async def messages(self, session_id: str) -> list[dict[str, Any]]:
+        """The history of an owned session, oldest first."""
+        await self.get_session(session_id)
+        async with self.sessions() as session:
+            rows = await session.scalars(
+                select(ChatMessage.data)
+                .where(ChatMessage.session_id == session_id)
+                .order_by(ChatMessage.id)
+            )
+            return list(rows)
+
+    # events
+
+    async def last_seq(self, session_id: str) -> int:
+        """The seq of an owned session's newest event (0 when there is none)."""
+        await self.get_session(session_id)
+        async with self.sessions() as session:
+            found = await session.scalar(
+                select(func.max(ChatEvent.seq)).where(ChatEvent.session_id == session_id)
+            )
+        return int(found or 0)
+
+    async def add_event(self, session_id: str, seq: int, event: dict[str, Any]) -> None:
+        """Keep event number `seq` of a session (whose ownership the caller checked)."""
+        async with self.sessions() as session, session.begin():
+            session.add(
+                ChatEvent(session_id=session_id, seq=seq, data=event, created_at=datetime.now(UTC))
+            )
+
+    async def events_after(self, session_id: str, after_seq: int) -> list[dict[str, Any]]:
+        """An owned session's events numbered above `after_seq`, in order."""
+        await self.get_session(session_id)
+        async with self.sessions() as session:
+            rows = await session.scalars(
+                select(ChatEvent.data)
+                .where(ChatEvent.session_id == session_id, ChatEvent.seq > after_seq)
+                .order_by(ChatEvent.seq)
+            )
+            return list(rows)
+
+    # snapshots
+
+    async def add_snapshot(
+        self, snapshot_id: str, trace_id: str, session_id: str | None, name: str, size: int
+    ) -> SnapshotRecord:
+        """Record a snapshot whose PNG is stored at `snapshot_blob_key`."""
+        row = Snapshot(
+            id=snapshot_id,
+            owner_id=self.user_id,
+            trace_id=trace_id,
+            session_id=session_id,
+            name=name[:200],
+            blob_key=snapshot_blob_key(self.user_id, snapshot_id),
+            size=size,
+            created_at=datetime.now(UTC),
+        )
+        async with self.sessions() as session, session.begin():
+            session.add(row)
+        return _snapshot_record(row)
+
+    async def get_snapshot(self, snapshot_id: str) -> SnapshotRecord:
+        """This user's snapshot `snapshot_id`, or NotFound."""
+        return _snapshot_record(await self._owned(Snapshot, snapshot_id, "snapshot"))
+
+    # analyses
+
+    async def add_analysis(self, trace_id: str, data: dict[str, Any], report: str) -> str:
+        """Keep a one-shot analysis of `trace_id`; its id."""
+        analysis_id = new_id()
+        async with self.sessions() as session, session.begin():
+            session.add(
+                Analysis(
+                    id=analysis_id,
+                    owner_id=self.user_id,
+                    trace_id=trace_id,
+                    created_at=datetime.now(UTC),
+                    data=data,
+                    report=report,
+                )
+            )
+        return analysis_id
+
+    async def analyses(self, trace_id: str) -> list[AnalysisRecord]:
+        """This user's analyses of `trace_id`, newest first."""
+        async with self.sessions() as session:
+            rows = await session.scalars(
+                select(Analysis)
+                .where(Analysis.trace_id == trace_id, Analysis.owner_id == self.user_id)
+                .order_by(Analysis.created_at.desc(), Analysis.id.desc())
+            )
+            return [_analysis_record(row) for row in rows]
+
+    async def get_analysis(self, analysis_id: str) -> AnalysisRecord:
+        """This user's analysis `analysis_id`, or NotFound."""
+        return _analysis_record(await self._owned(Analysis, analysis_id, "analysis"))
+
+
+def _session_record(row: ChatSession) -> SessionRecord:
+    return SessionRecord(row.id, row.owner_id, row.trace_id, row.created_at)
+
+
+def _snapshot_record(row: Snapshot) -> SnapshotRecord:
+    return SnapshotRecord(
+        row.id,
+        row.owner_id,
+        row.trace_id,
+        row.session_id,
+        row.name,
+        row.blob_key,
+        row.size,
+        row.created_at,
+    )
+
+
+def _analysis_record(row: Analysis) -> AnalysisRecord:
+    return AnalysisRecord(row.id, row.trace_id, row.created_at, dict(row.data), row.report)
