@@ -37,6 +37,7 @@ from flamesight.cli.commands import (
     print_json,
     profile_options,
     range_options,
+    source_map_option,
     stdout_console,
 )
 from flamesight.cli.display import print_diff, print_tree
@@ -83,6 +84,7 @@ def unknown_function(profile: Profile, function: str, error: LookupError) -> Inp
 )
 @click.option("--json", "as_json", is_flag=True, help="The same as --format json.")
 @profile_options
+@source_map_option
 def summary_command(
     file: str,
     start: str | None,
@@ -92,6 +94,7 @@ def summary_command(
     as_json: bool,
     selector: str | None,
     merge: bool,
+    source_maps: tuple[str, ...],
 ) -> None:
     """Print the summary of FILE that a language model reads, within a token budget.
 
@@ -102,7 +105,7 @@ def summary_command(
     JSON is printed compact, as the budget counts it.
     """
     as_json = as_json or output_format == "json"
-    group = load_group(file, show_progress=not as_json)
+    group = load_group(file, show_progress=not as_json, source_maps=source_maps)
     profile = choose_profile(group, selector, merge)
     start_value, end_value = parse_range(profile, start, end)
     if merge:
@@ -160,6 +163,7 @@ def summary_command(
 )
 @range_options
 @profile_options
+@source_map_option
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a tree.")
 def tree(
     file: str,
@@ -171,6 +175,7 @@ def tree(
     end: str | None,
     selector: str | None,
     merge: bool,
+    source_maps: tuple[str, ...],
     as_json: bool,
 ) -> None:
     """Show the call tree of FILE, or the callers or callees of one function.
@@ -182,7 +187,7 @@ def tree(
     """
     if direction is not None and function is None:
         raise click.UsageError(f"--{direction} needs --function NAME")
-    group = load_group(file, show_progress=not as_json)
+    group = load_group(file, show_progress=not as_json, source_maps=source_maps)
     profile = choose_profile(group, selector, merge)
     start_value, end_value = parse_range(profile, start, end)
     if function is None:
@@ -274,6 +279,7 @@ def parse_span(text: str, profile: Profile) -> tuple[float, float]:
     help="How many of the largest changes to show (0 for all).",
 )
 @profile_options
+@source_map_option
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
 def diff(
     files: tuple[str, ...],
@@ -283,6 +289,7 @@ def diff(
     limit: int,
     selector: str | None,
     merge: bool,
+    source_maps: tuple[str, ...],
     as_json: bool,
 ) -> None:
     """Compare two profiles (A B), or two time ranges of one (FILE --range 0:1s --range 2s:3s).
@@ -295,7 +302,7 @@ def diff(
     if ranges:
         if len(ranges) != 2 or len(files) != 1:
             raise click.UsageError("compare two ranges of one file: FILE --range A:B --range C:D")
-        group = load_group(files[0], show_progress=not as_json)
+        group = load_group(files[0], show_progress=not as_json, source_maps=source_maps)
         profile = choose_profile(group, selector, merge)
         before_range, after_range = (parse_span(text, profile) for text in ranges)
         result = diff_ranges(profile, before_range, after_range, by, normalise)
@@ -305,7 +312,9 @@ def diff(
             raise click.UsageError(
                 "give two files (A B), or one file and two --range options to compare"
             )
-        before_group, after_group = (load_group(f, show_progress=not as_json) for f in files)
+        before_group, after_group = (
+            load_group(f, show_progress=not as_json, source_maps=source_maps) for f in files
+        )
         before = choose_profile(before_group, selector, merge)
         after = choose_profile(after_group, selector, merge)
         try:
@@ -378,6 +387,7 @@ def diff(
 )
 @click.option("--title", help="The title above the frames (default: profile, view and extent).")
 @profile_options
+@source_map_option
 def render(
     file: str,
     output: str,
@@ -393,6 +403,7 @@ def render(
     title: str | None,
     selector: str | None,
     merge: bool,
+    source_maps: tuple[str, ...],
 ) -> None:
     """Draw FILE as a flame graph, flame chart or sandwich, to a PNG or SVG image."""
     image_format = Path(output).suffix.lower().lstrip(".")
@@ -406,7 +417,7 @@ def render(
         raise click.UsageError("the sandwich view needs --function NAME")
     if function is not None and chosen_view != "sandwich":
         raise click.UsageError(f"--function is shown by the sandwich view, not the {chosen_view}")
-    group = load_group(file, show_progress=True)
+    group = load_group(file, show_progress=True, source_maps=source_maps)
     profile = choose_profile(group, selector, merge)
     start_value, end_value = parse_range(profile, start, end)
     try:

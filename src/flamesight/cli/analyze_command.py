@@ -39,6 +39,7 @@ from flamesight.cli.commands import (
     print_json,
     profile_options,
     range_options,
+    source_map_option,
     stdout_console,
 )
 from flamesight.cli.llm_options import endpoint_options
@@ -307,6 +308,7 @@ def plan_jobs(files: Sequence[str], output: str | None) -> list[Job]:
     'streamed answer; several files give {"analyses": [...]}.',
 )
 @profile_options
+@source_map_option
 @click.pass_context
 def analyze_command(
     ctx: click.Context,
@@ -339,6 +341,7 @@ def analyze_command(
     as_json: bool,
     selector: str | None,
     merge: bool,
+    source_maps: tuple[str, ...],
 ) -> None:
     """Ask a language model about a time range of each FILE and write a report for each.
 
@@ -406,7 +409,7 @@ def analyze_command(
         try:
             outcome = _run_job(
                 job, settings, auth, prompt, payload, start, end, selector, merge,
-                None if as_json else display, batch,
+                None if as_json else display, batch, source_maps=source_maps,
             )  # fmt: skip
         except StopBatch as stop:
             outcomes.append(stop.args[0])
@@ -441,11 +444,12 @@ def _run_job(
     merge: bool,
     display: PlainAnswer | MarkdownAnswer | None,
     batch: bool,
+    source_maps: tuple[str, ...] = (),
 ) -> Outcome:
     """Analyse one file and write its report; failures become an `Outcome` (or `StopBatch`)."""
     prefix = f"{job.file}: " if batch else ""
     try:
-        group = load_group(job.file, show_progress=display is not None)
+        group = load_group(job.file, show_progress=display is not None, source_maps=source_maps)
         profile = choose_profile(group, selector, merge)
         if merge:
             group, index = ProfileGroup(group.name, [profile], 0, group.format), 0

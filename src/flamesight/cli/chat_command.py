@@ -18,7 +18,14 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from flamesight.cli.commands import InputError, OutputError, choose_profile, load_group, main
+from flamesight.cli.commands import (
+    InputError,
+    OutputError,
+    choose_profile,
+    load_group,
+    main,
+    source_map_option,
+)
 from flamesight.cli.llm_options import endpoint_options, endpoint_options_of, resolve_endpoint
 from flamesight.llm import Auth, Failure, LLMError, Settings, scrub
 
@@ -189,6 +196,7 @@ def _save(path: Path | None, transcript: Transcript, auth: Auth) -> None:
     help="The profile to talk about, by name or by its number in `flamesight info` "
     "(default: the active one).",
 )
+@source_map_option
 @click.pass_context
 def chat_command(
     ctx: click.Context,
@@ -198,6 +206,7 @@ def chat_command(
     snapshot_dir: Path,
     max_iterations: int | None,
     selector: str | None,
+    source_maps: tuple[str, ...],
     **flags: Any,
 ) -> None:
     """Chat with an agent that analyses FILE with tools and looks at its flame graphs.
@@ -223,7 +232,9 @@ def chat_command(
         LoadedProfiles,
     )
 
-    groups = [load_group(file, show_progress=question is None) for file in files]
+    groups = [
+        load_group(file, show_progress=question is None, source_maps=source_maps) for file in files
+    ]
     if selector is not None:
         profile = choose_profile(groups[0], selector, merge=False)
         groups[0].active_index = groups[0].profiles.index(profile)

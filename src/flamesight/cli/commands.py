@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import click
@@ -47,15 +48,37 @@ def stdout_console() -> Console:
     return console
 
 
-def load_group(file: str, *, show_progress: bool) -> ProfileGroup:
-    """Load `file`, with a progress bar on stderr when asked and stderr is a terminal."""
+def load_group(file: str, *, show_progress: bool, source_maps: Sequence[str] = ()) -> ProfileGroup:
+    """Load `file`, with a progress bar on stderr when asked and stderr is a terminal.
+
+    Each of `source_maps` (JavaScript `.map` files) then remaps the frames of
+    the script it was made for.
+    """
     try:
         if show_progress and sys.stderr.isatty():
             with LoadProgress(Console(stderr=True)) as progress:
-                return load(file, progress=progress)
-        return load(file)
+                group = load(file, progress=progress)
+        else:
+            group = load(file)
     except FormatError as error:
         raise InputError(f"cannot read {file}: {error}") from None
+    return apply_source_maps(group, source_maps)
+
+
+def apply_source_maps(group: ProfileGroup, source_maps: Sequence[str]) -> ProfileGroup:
+    """`group` with each of the `source_maps` files applied in turn."""
+    from flamesight.formats.source_map import apply_source_map
+
+    for map_file in source_maps:
+        try:
+            data = Path(map_file).read_bytes()
+        except OSError as error:
+            raise InputError(f"cannot read {map_file}: {error.strerror or error}") from None
+        try:
+            group = apply_source_map(group, data, map_name=Path(map_file).name)
+        except (FormatError, ValueError) as error:
+            raise InputError(f"cannot use source map {map_file}: {error}") from None
+    return group
 
 
 def format_title(group: ProfileGroup) -> str:
@@ -129,6 +152,19 @@ def profile_options(command: click.Command) -> click.Command:
     )(command)
 
 
+def source_map_option(command: click.Command) -> click.Command:
+    """Add --source-map (repeatable: JavaScript source maps to remap frames with) to `command`."""
+    return click.option(
+        "--source-map",
+        "source_maps",
+        multiple=True,
+        metavar="FILE",
+        type=click.Path(exists=True, dir_okay=False, readable=True, path_type=str),
+        help="A JavaScript source map (.map) of a bundle in the profile: frames of that "
+        "bundle get their original names, files and lines. Repeatable.",
+    )(command)
+
+
 def parse_range(
     profile: Profile, start: str | None, end: str | None
 ) -> tuple[float | None, float | None]:
@@ -158,10 +194,11 @@ def main() -> None:
 
 @main.command(no_args_is_help=True)
 @input_file
+@source_map_option
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
-def info(file: str, as_json: bool) -> None:
+def info(file: str, source_maps: tuple[str, ...], as_json: bool) -> None:
     """Show the detected format and every profile in FILE."""
-    group = load_group(file, show_progress=not as_json)
+    group = load_group(file, show_progress=not as_json, source_maps=source_maps)
     title = format_title(group)
     if not as_json:
         print_info(stdout_console(), file, group, title)
@@ -212,6 +249,7 @@ def info(file: str, as_json: bool) -> None:
 )
 @range_options
 @profile_options
+@source_map_option
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
 def top(
     file: str,
@@ -221,6 +259,7 @@ def top(
     end: str | None,
     selector: str | None,
     merge: bool,
+    source_maps: tuple[str, ...],
     as_json: bool,
 ) -> None:
     """List the heaviest functions in FILE by self or total weight.
@@ -228,7 +267,7 @@ def top(
     The active profile is used unless --profile or --merge says otherwise;
     --start and --end narrow it to a time range.
     """
-    group = load_group(file, show_progress=not as_json)
+    group = load_group(file, show_progress=not as_json, source_maps=source_maps)
     profile = choose_profile(group, selector, merge)
     start_value, end_value = parse_range(profile, start, end)
     result = top_functions(profile, by, limit or None, start_value, end_value)
@@ -247,7 +286,8 @@ def top(
     type=click.Path(dir_okay=False, path_type=str),
     help="Where to write the speedscope JSON file ('-' for stdout).",
 )
-def convert(file: str, output: str) -> None:
+@source_map_option
+def convert(file: str, output: str, source_maps: tuple[str, ...]) -> None:
     """Convert FILE to speedscope JSON.
 
     The result opens in speedscope (https://www.speedscope.app) and loads back
@@ -255,7 +295,7 @@ def convert(file: str, output: str) -> None:
     """
     from flamesight.formats.speedscope import export
 
-    group = load_group(file, show_progress=True)
+    group = load_group(file, show_progress=True, source_maps=source_maps)
     document = export(group)
     if output == "-":
         sys.stdout.buffer.write(document)
