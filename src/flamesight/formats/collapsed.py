@@ -28,8 +28,8 @@ from flamesight.model import ProfileBuilder, ProfileGroup, Unit
 NAME = "collapsed"
 TITLE = "collapsed stacks"
 
-_LINE = re.compile(r"^(.+) (\d+)\r?$", re.MULTILINE)
-_LINE_BYTES = re.compile(rb"^(.+) (\d+)\r?$", re.MULTILINE)
+_LINE = re.compile(r"^(.*) (\d+)\r?$", re.MULTILINE)
+_LINE_BYTES = re.compile(rb"^(.*) (\d+)\r?$", re.MULTILINE)
 _SNIFF_LINES = 200
 _MAX_COUNT_DIGITS = 15
 
