@@ -19,6 +19,10 @@ from tests.conftest import CONFORMANCE
 
 # Folders (and single files) under profiles/ whose formats flamesight reads.
 SUPPORTED = (
+    "stackprof/",
+    "haskell/",
+    "papyrus/",
+    "java-flight-recorder/",
     "speedscope/",
     "stackcollapse/",
     "Chrome/",
@@ -26,14 +30,24 @@ SUPPORTED = (
     "trace-event/",
     "pprof/",
     "linux-perf/",
+    "callgrind/",
+    "pmcstat/",
+    "Instruments/",
+    "Firefox/",
+    "Safari/",
 )
 # Files in supported folders that belong to formats not read yet.
-NOT_YET = (
-    ".heapprofile",
-    ".v8log.json",
-    "-v8.log",
+NOT_YET: tuple[str, ...] = ()
+# Files that are not profiles and must fail with a FormatError: speedscope's own
+# invalid files, and the binary-layout grammars (Synalyze It! XML) kept beside
+# the Instruments 8.3.3 traces, which document the format but hold no samples.
+MUST_FAIL = (
+    "speedscope/invalid/",
+    "Instruments/8.3.3/integer-uniquer-data.grammar",
+    "Instruments/8.3.3/integer-uniquer-index.grammar",
+    "Instruments/8.3.3/object-allocations.grammar",
+    "Instruments/8.3.3/time-sample-bulkstore.grammar",
 )
-MUST_FAIL = ("speedscope/invalid/",)
 # Formats where flamesight shows more profiles than speedscope, after the ones it
 # shows: pprof gives every sample type a profile, speedscope only the preferred one.
 EXTRA_PROFILES = ("pprof/",)
@@ -66,6 +80,10 @@ INVALID = [f for f in _profile_files() if f.startswith(MUST_FAIL)]
 
 
 def _frame_key(name: str, file: str | None, line: int | None, col: int | None) -> tuple:
+    # V8 heap profiles write -1 for an unknown line or column and speedscope keeps
+    # it; the model stores every negative number as unknown.
+    line = None if line is None or line < 0 else line
+    col = None if col is None or col < 0 else col
     return (name, file or None, line, col)
 
 

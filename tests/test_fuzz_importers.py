@@ -88,10 +88,39 @@ CORPUS_SEEDS = {
     ],
     "cprofile": [],
     "pprof": ["pprof/simple.prof"],
+    "instruments": [
+        "Instruments/7.3.1/simple-time-profile-deep-copy.txt",
+        "Instruments/7.3.1/random-allocations-deep-copy.txt",
+        "Instruments/13.4/cycles-example-deep-copy.txt",
+    ],
+    "callgrind": [
+        "callgrind/callgrind.example.log",
+        "callgrind/callgrind.cfn-reset.log",
+        "callgrind/callgrind.multiple-event-types.log",
+        "callgrind/callgrind.name-compression.log",
+        "callgrind/callgrind.subposition-compression.log",
+    ],
+    "pmcstat": [
+        "pmcstat/simple.txt",
+        "pmcstat/simple-with-invalids.txt",
+    ],
     "perf_script": [
         "linux-perf/simple.linux-perf.txt",
         "linux-perf/one-sample.linux-perf.txt",
     ],
+    "stackprof": [
+        "stackprof/object-stackprof.json",
+        "stackprof/stackprof-last-frame-no-name.json",
+    ],
+    "ghc_prof": ["haskell/simple.prof"],
+    "pyinstrument": [],
+    "papyrus": ["papyrus/script.log", "papyrus/stack.log"],
+    "austin": [],
+    "jfr": ["java-flight-recorder/heavy.jfr"],
+    "chrome_heapprofile": ["node/10.11.0/Heap-20181003T105432.heapprofile"],
+    "firefox": ["Firefox/61/recursion.json"],
+    "safari": ["Safari/13.1/simple.html-recording.json"],
+    "v8_prof": ["node/8.5.0/isolate-0x102802600-v8.log"],
     "collapsed": [
         "stackcollapse/simple.txt",
         "stackcollapse/recursion.txt",
@@ -348,7 +377,207 @@ INLINE_SEEDS: dict[str, Callable[[], list[bytes]]] = {
         b"\n"
         b"python 4321/4322  1000.000350:     250000 cpu-clock:u: \n"
         b"\t    55d0b000 main (/usr/bin/python3.11)\n"
+        b"\n",
+        b"app 7/7 5.000000: 1 cycles:\n"
+        b"\t 1 _ZN3std2fs8Metadata7created17h8df207f105c5d474E+0x4 (/bin/app)\n"
+        b"\t 2 _RINvNtC3std3mem8align_ofdE (/bin/app)\n"
+        b"\t 3 _RNvMsr_NtCs3ssYzQotkvD_3std4pathNtB5_7PathBuf3new (/bin/app)\n"
         b"\n"
+        b"app 7/7 5.000100: 1 cycles:\n"
+        b"\t 3 _RNvMsr_NtCs3ssYzQotkvD_3std4pathNtB5_7PathBuf3new (/bin/app)\n"
+        b"\n",
+    ],
+    "instruments": lambda: [
+        "Weight\tSelf Weight\tSymbol Names\n"
+        "2.50 s  100.0%\t0 s\t   start\n"
+        "2.00 s  80.0%\t1.50 s\t    main\n"
+        "500.00 ms  \u20070.0%\t500.00 ms\t     work\n"
+        "500.00 ms  20.0%\t500.00 ms\t    idle\n".encode(),
+        b"Bytes Used\tCount\tSource Path\tSymbol Name\n"
+        b"1.50 KB  100.0%\t3\tmain.c\tmain\n"
+        b"512 Bytes  33.3%\t1\tlib.c\t leak\n",
+    ],
+    "callgrind": lambda: [
+        b"# callgrind format\nversion: 1\npositions: instr line\nevents: Ir Dr\n\n"
+        b"fl=(1) main.c\nfn=(1) main\n0x10 3 5 1\n+2 * 2\ncfn=(2) fib\ncalls=1 0x40 9\n* 9 40 4\n\n"
+        b"fn=(2)\n0x40 9 10 1\nfi=(2) inline.h\n+4 2 3\nfe=(1)\ncfn=(2)\ncalls=3 0x40 9\n* 9 27 3\n",
+    ],
+    "pmcstat": lambda: [
+        b"@ cycles [10 samples]\n\n"
+        b"60.00%  [6]     leaf @ /bin/app\n"
+        b" 100.0%  [6]      main\n\n"
+        b"40.00%  [4]     other @ /lib/libc.so\n"
+        b" 75.00%  [3]      leaf @ /bin/app\n"
+        b"  100.0%  [3]       main\n"
+        b" 25.00%  [1]      main\n",
+    ],
+    "stackprof": lambda: [
+        orjson.dumps(
+            {
+                "mode": mode,
+                "interval": 1000,
+                "frames": {
+                    "1": {"name": "<main>", "file": "a.rb", "line": 1},
+                    "2": {"name": "Object#work", "file": "a.rb", "line": 5},
+                    "3": {"name": "(garbage collection)"},
+                },
+                "raw": [2, 1, 2, 3, 1, 3, 2, 1, 1, 1],
+                "raw_timestamp_deltas": [900, 1100, 1000, 1000, 950, 1050],
+            }
+        )
+        for mode in ("wall", "cpu", "object")
+    ],
+    "ghc_prof": lambda: [
+        orjson.dumps(
+            {
+                "program": "tiny",
+                "tick_interval": 1000,
+                "total_ticks": 5,
+                "rts_arguments": ["-pj"],
+                "cost_centres": [
+                    {"id": 1, "label": "MAIN", "module": "MAIN", "src_loc": "<built-in>"},
+                    {"id": 2, "label": "work", "module": "Main", "src_loc": "Main.hs:3:1-9"},
+                ],
+                "profile": {
+                    "id": 1,
+                    "entries": 0,
+                    "alloc": 8,
+                    "ticks": 1,
+                    "children": [{"id": 2, "entries": 2, "alloc": 64, "ticks": 4, "children": []}],
+                },
+            }
+        )
+    ],
+    "pyinstrument": lambda: [
+        orjson.dumps(
+            {
+                "start_time": 1.0,
+                "duration": 0.3,
+                "sample_count": 3,
+                "start_call_stack": ["MainThread\x00<thread>\x001"],
+                "target_description": "Program: a.py",
+                "cpu_time": 0.2,
+                "frame_records": [
+                    [["MainThread\x00<thread>\x001", "main\x00a.py\x001\x01l3"], 0.1],
+                    [
+                        [
+                            "MainThread\x00<thread>\x001",
+                            "main\x00a.py\x001\x01l4",
+                            "work\x00a.py\x009\x01cK\x01l10",
+                        ],
+                        0.2,
+                    ],
+                ],
+            }
+        ),
+        orjson.dumps(
+            {
+                "start_time": 1.0,
+                "duration": 0.3,
+                "sample_count": 3,
+                "target_description": "Program: a.py",
+                "cpu_time": 0.2,
+                "root_frame": {
+                    "function": "main",
+                    "file_path": "a.py",
+                    "line_no": 1,
+                    "time": 0.3,
+                    "children": [
+                        {"function": "work", "file_path": "a.py", "line_no": 9, "time": 0.2},
+                        {"function": "[self]", "file_path": "", "line_no": 0, "time": 0.05},
+                    ],
+                },
+            }
+        ),
+    ],
+    "papyrus": lambda: [
+        b"Script_tiny log opened (PC)\n"
+        b"100:PUSH:7:1:None:quest..outer\n"
+        b"150:PUSH:7:2:None:quest..inner\n"
+        b"150:POP:7:2:None:quest..inner\n"
+        b"400:POP:7:1:None:quest..outer\n"
+        b"Log closed\n"
+    ],
+    "jfr": lambda: [],
+    "austin": lambda: [
+        b"# austin: 3.6.0\n# interval: 100\n# mode: wall\n\n"
+        b"P42;T0:7f01;/app/main.py:<module>:1;/app/main.py:work:12 1042\n"
+        b"P42;T0:7f01;/app/main.py:<module>:1 8\n"
+        b"P42;T0:7f02 100\n\n# duration: 1150\n",
+        b"# mode: full\nP1;T1;a.py:f:1;a.py:g:2 10,0,-64\nP1;T1;a.py:f:1 5,1,128\n",
+    ],
+    "chrome_heapprofile": lambda: [
+        orjson.dumps(
+            {
+                "head": {
+                    "callFrame": {"functionName": "(root)", "url": "", "lineNumber": -1},
+                    "selfSize": 0,
+                    "id": 1,
+                    "children": [
+                        {
+                            "callFrame": {"functionName": "", "url": "/a/b.js", "lineNumber": 3},
+                            "selfSize": 64,
+                            "id": 2,
+                            "children": [],
+                        }
+                    ],
+                },
+                "samples": [{"size": 64, "nodeId": 2, "ordinal": 1}],
+            }
+        )
+    ],
+    "firefox": lambda: [
+        orjson.dumps(
+            {
+                "meta": {"version": 12, "startTime": 1000.0},
+                "libs": [],
+                "threads": [
+                    {
+                        "name": "GeckoMain",
+                        "samples": {
+                            "schema": {"stack": 0, "time": 1},
+                            "data": [[1, 1.0], [0, 2.5], [None, 4.0]],
+                        },
+                        "stackTable": {
+                            "schema": {"prefix": 0, "frame": 1},
+                            "data": [[None, 0], [0, 1]],
+                        },
+                        "frameTable": {"schema": {"location": 0}, "data": [[0], [1]]},
+                        "stringTable": ["main (file:///a.js:1:0)", "leaf (file:///a.js:5:2)"],
+                    }
+                ],
+                "processes": [],
+            }
+        )
+    ],
+    "safari": lambda: [
+        orjson.dumps(
+            {
+                "version": 1,
+                "recording": {
+                    "displayName": "Recording",
+                    "sampleStackTraces": [
+                        {
+                            "timestamp": 1.0,
+                            "stackFrames": [{"name": "f", "url": "a.js", "line": 1, "column": 2}],
+                        },
+                        {"timestamp": 1.5, "stackFrames": []},
+                    ],
+                    "sampleDurations": [0.001, 0.002],
+                },
+            }
+        )
+    ],
+    "v8_prof": lambda: [
+        b'{"code": [{"name": "/usr/bin/node", "type": "SHARED_LIB"}, '
+        b'{"name": "f /a.js:1:10", "type": "JS", "kind": "Opt"}], '
+        b'"functions": [], "ticks": [{"tm": 5, "vm": 0, "s": [1, 0, 0, 12]}, {"tm": 9, "vm": 0, "s": [-1, 7]}]}',
+        b"v8-version,11,3,244,8,0,0\n"
+        b"shared-library,/usr/bin/node,0x400000,0x800000,0\n"
+        b"code-creation,JS,10,100,0x10000000,64,f /a.js:1:10,0x20000000,~\n"
+        b"tick,0x10000010,500,0,0x0,0,0x400100\n"
+        b"code-move,0x10000000,0x10001000\n"
+        b"tick,0x10001010,900,0,0x0,0,+10,overflow\n",
     ],
     "collapsed": lambda: [
         b"main;parse;walk;walk 10\nmain;emit 3\nmain 1\n",

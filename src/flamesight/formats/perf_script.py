@@ -19,7 +19,9 @@ Read as speedscope reads it, which is the reference for the numbers:
   timestamp, the last ends there); a thread with a single sample gets weight
   1 in plain counts, since no duration can be known;
 - a frame is its symbol with any ``+0x...`` offset dropped and its DSO as the
-  file; an unknown symbol is shown as ``??? (DSO)``.
+  file; an unknown symbol is shown as ``??? (DSO)``;
+- Rust symbols are demangled (legacy ``_ZN...17h<hash>E`` and v0 ``_R...``,
+  see `flamesight.formats.rust_symbols`); C++ names stay as perf printed them.
 
 Times are seconds from the file's first event, so threads share one axis.
 Comment lines (``#``) are ignored; events of one thread are ordered by time.
@@ -27,6 +29,7 @@ Comment lines (``#``) are ignored; events of one thread are ordered by time.
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from collections.abc import Iterator
@@ -35,6 +38,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from flamesight.formats.errors import FormatError, shorten
+from flamesight.formats.rust_symbols import demangle_rust
 from flamesight.model import Profile, ProfileBuilder, ProfileGroup, Unit
 
 NAME = "perf_script"
@@ -51,6 +55,8 @@ _SNIFF_EVENTS = 3
 # and the cap keeps the header patterns linear in the input.
 _MAX_HEADER = 512
 _MAX_ID_DIGITS = 18
+
+_demangled = functools.lru_cache(maxsize=1 << 16)(demangle_rust)
 
 
 @dataclass
@@ -157,7 +163,7 @@ def parse(data: bytes, name: str) -> ProfileGroup:
             frame = _frame(line)
             if frame is not None:
                 symbol, dso = frame
-                shown = f"??? ({dso})" if symbol == "[unknown]" else symbol
+                shown = f"??? ({dso})" if symbol == "[unknown]" else _demangled(symbol)
                 frames.append(builder.frame(shown, dso))
         frames.reverse()
         thread.times.append(timestamp)

@@ -1,0 +1,147 @@
+"""Chrome DevTools and Node.js heap profiles (``.heapprofile``, the sampling heap profiler).
+
+Chrome writes one from DevTools' Memory panel ("Allocation sampling", then
+"Save"), Node.js with ``node --heap-prof script.js`` (a
+``Heap.*.heapprofile`` in the working directory) or through the inspector's
+``HeapProfiler.stopSampling``. It is the allocation call tree::
+
+    {"head": {"callFrame": {"functionName": "(root)", "url": "", "lineNumber": -1,
+                            "columnNumber": -1, "scriptId": "0"},
+              "selfSize": 0, "id": 1, "children": [...]},
+     "samples": [{"size": 64, "nodeId": 7, "ordinal": 1}, ...]}
+
+``selfSize`` is the number of bytes (still live, sampled) allocated by a
+node's function when called along that path.
+
+The reading follows speedscope, the reference importer: one profile in
+bytes, one sample per tree node with its ``selfSize``, root frame included,
+nodes in depth-first order laid end to end; frames named by their function
+or "(anonymous file:line)", with lines and columns as V8 writes them
+(0-based, -1 where unknown, which the model stores as unknown).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import orjson
+
+from flamesight.formats.chrome_cpuprofile import describe_json_value, json_head_keys
+from flamesight.formats.errors import FormatError
+from flamesight.model import ProfileBuilder, ProfileGroup, Unit
+
+NAME = "chrome-heapprofile"
+TITLE = "Chrome/Node .heapprofile"
+
+_MAX_INT = 2**31
+
+
+def sniff(head: bytes) -> bool:
+    """A JSON object whose ``head`` node carries a ``selfSize`` (a heap, not a CPU, profile)."""
+    opener, keys, _ = json_head_keys(head, max_depth=1)
+    if opener != b"{":
+        return False
+    top = {key for _, key in keys}
+    if "head" not in top or top & {"nodes", "timestamps", "$schema", "traceEvents"}:
+        return False
+    return b'"selfSize"' in head and b'"callFrame"' in head
+
+
+def parse(data: bytes, name: str) -> ProfileGroup:
+    """Read a heap profile into a group of one profile in bytes."""
+    try:
+        document = orjson.loads(data)
+    except orjson.JSONDecodeError as error:
+        raise FormatError(
+            TITLE, f"line {error.lineno} column {error.colno}", f"not valid JSON ({error.msg})"
+        ) from None
+    if not isinstance(document, dict):
+        raise FormatError(TITLE, "$", f"expected an object, got {describe_json_value(document)}")
+    if "head" not in document:
+        raise FormatError(TITLE, "$", "no 'head' key (the root of the allocation tree)")
+    builder = ProfileBuilder(name, Unit.BYTES, sampled=True)
+    frames: dict[tuple, int] = {}
+    stacks: list[int] = []
+    weights: list[float] = []
+    # Depth first, children in order, without recursion: (node, parent stack, path).
+    pending: list[tuple[object, int, str]] = [(document["head"], -1, "$.head")]
+    while pending:
+        node, parent, where = pending.pop()
+        if not isinstance(node, dict):
+            raise FormatError(
+                TITLE, where, f"expected a node object, got {describe_json_value(node)}"
+            )
+        stack = builder.stack(parent, _frame(builder, frames, node.get("callFrame"), where))
+        size = node.get("selfSize")
+        if not isinstance(size, int | float) or isinstance(size, bool) or size < 0:
+            raise FormatError(
+                TITLE,
+                f"{where}.selfSize",
+                f"expected a byte count, got {describe_json_value(size)}",
+            )
+        if size > 0:
+            stacks.append(stack)
+            weights.append(size)
+        children = node.get("children", [])
+        if not isinstance(children, list):
+            raise FormatError(
+                TITLE, f"{where}.children", f"expected a list, got {describe_json_value(children)}"
+            )
+        for index in range(len(children) - 1, -1, -1):
+            pending.append((children[index], stack, f"{where}.children[{index}]"))
+    values = np.array(weights, np.float64)
+    if len(values) and not np.isfinite(values.sum()):
+        raise FormatError(TITLE, "$.head", "the sizes add up past the largest number")
+    builder.add_samples(np.array(stacks, np.int64), values)
+    return ProfileGroup(name, [builder.build()])
+
+
+def _frame(
+    builder: ProfileBuilder, frames: dict[tuple, int], call_frame: object, where: str
+) -> int:
+    if not isinstance(call_frame, dict):
+        raise FormatError(
+            TITLE,
+            f"{where}.callFrame",
+            f"expected an object, got {describe_json_value(call_frame)}",
+        )
+    where = f"{where}.callFrame"
+    fields = (
+        call_frame.get("functionName"),
+        call_frame.get("url"),
+        call_frame.get("lineNumber"),
+        call_frame.get("columnNumber"),
+    )
+    try:
+        known = frames.get(fields)
+    except TypeError:  # a list or object among the fields: reported below
+        known = None
+    if known is not None:
+        return known
+    function, url, line, col = fields
+    for key, value in (("functionName", function), ("url", url)):
+        if value is not None and not isinstance(value, str):
+            raise FormatError(
+                TITLE, f"{where}.{key}", f"expected a string, got {describe_json_value(value)}"
+            )
+    for key, value in (("lineNumber", line), ("columnNumber", col)):
+        if value is not None and not (
+            isinstance(value, int) and not isinstance(value, bool) and -_MAX_INT <= value < _MAX_INT
+        ):
+            raise FormatError(
+                TITLE,
+                f"{where}.{key}",
+                f"expected a 32-bit integer, got {describe_json_value(value)}",
+            )
+    if not function:
+        if url:
+            line_text = "undefined" if line is None else str(line)
+            function = f"(anonymous {url.rsplit('/', 1)[-1]}:{line_text})"
+        else:
+            function = "(anonymous)"
+    frame_id = frames[fields] = builder.frame(
+        function,
+        url or None,
+        None if line is None or line < 0 else line,
+        None if col is None or col < 0 else col,
+    )
+    return frame_id
