@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from flamesight.analysis import top_functions
-from flamesight.formats import FormatError, load, pprof_pb2
+from flamesight.formats import FormatError, load, perf_script, pprof, pprof_pb2
 from flamesight.model import Unit
 
 
@@ -89,8 +89,6 @@ def test_pprof_bad_input_names_the_place(change, message: str) -> None:
 
 
 def test_pprof_sniff_rejects_text() -> None:
-    from flamesight.formats import pprof
-
     assert pprof.sniff(go_like_profile().SerializeToString())
     assert not pprof.sniff(b"\nmain;work 3\nmain 1\n")
     assert not pprof.sniff(b"")
@@ -142,6 +140,4 @@ def test_perf_threads_midpoint_weights_and_first_event_type() -> None:
 
 def test_perf_bad_header_names_the_line() -> None:
     with pytest.raises(FormatError, match=r"perf script, line 1: expected an event header"):
-        from flamesight.formats import perf_script
-
         perf_script.parse(b"not perf at all\n\tmore\n", "x")
