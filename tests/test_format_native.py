@@ -305,19 +305,30 @@ def test_instruments_trace_zip_is_refused_with_the_reason() -> None:
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as archive:
         archive.writestr("run.trace/corespace/MANIFEST.plist", b"")
-        archive.writestr("run.trace/form.template", b"not a plist")
     with pytest.raises(FormatError) as caught:
         load(buffer.getvalue(), "run.trace.zip")
     assert str(caught.value).startswith(
-        "Instruments, run.trace: reading .trace bundles is not supported; "
+        "Instruments, run.trace: reading this .trace bundle is not supported; "
     )
     assert "Deep Copy" in str(caught.value)
 
 
+def test_instruments_trace_zip_with_a_bad_template_names_it() -> None:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("run.trace/corespace/MANIFEST.plist", b"")
+        archive.writestr("run.trace/form.template", b"not a plist")
+    with pytest.raises(FormatError, match=r"^Instruments, run.trace/form.template: not a property"):
+        load(buffer.getvalue(), "run.trace.zip")
+
+
 def test_instruments_trace_zips_of_the_corpus_say_what_they_recorded(conformance_dir: Path) -> None:
+    """Allocations bundles, and Instruments 7's time profiles, are refused with the reason."""
     folder = conformance_dir / "profiles" / "Instruments"
     for path, recorded in [
-        ("9.3.1/simple-time-profile.trace.zip", "a time profile"),
+        ("7.3.1/simple-time-profile.trace.zip", "a time profile in the Instruments 7 layout"),
+        ("7.3.1/random-allocations.trace.zip", "allocations"),
+        ("8.3.3/simple-allocations.trace.zip", "allocations"),
         ("9.3.1/random-allocations.trace.zip", "allocations"),
     ]:
         with pytest.raises(FormatError, match=f"not supported \\(it recorded {recorded}\\)"):

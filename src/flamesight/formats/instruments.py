@@ -24,10 +24,13 @@ powers of 1024), plain counts for cycles (``cycles``, ``Kc``, ``Mc``,
 One profile, named after the file.
 
 **``.trace`` bundles** (a folder, so given as a zip of it) are binary
-databases whose layout changes with every Instruments release; flamesight
-does not read them yet. A zip holding one is recognised and refused with a
+databases whose layout changes with every Instruments release. Time Profiler
+bundles (Instruments 8 to 10) are read as speedscope reads them; see
+`flamesight.formats.instruments_trace` for the layout. Any other bundle (an
+Allocations run, or Instruments 7's own sampler files) is refused with a
 `FormatError` that names the instrument it recorded and says to load a deep
-copy instead.
+copy instead. The zip is read within the decompressed-size cap and a cap on
+its member count.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ import plistlib
 import re
 import zipfile
 
+from flamesight.formats import instruments_trace
 from flamesight.formats.collapsed import as_utf8
 from flamesight.formats.errors import FormatError, shorten
 from flamesight.model import Profile, ProfileBuilder, ProfileGroup, Unit
@@ -53,7 +57,6 @@ _TIME_COLUMNS = ("Weight", "Running Time")
 _BYTES_COLUMN = "Bytes Used"
 _ZIP_MAGIC = b"PK\x03\x04"
 _MAX_VALUE_DIGITS = 30
-_MAX_TEMPLATE_BYTES = 64 << 20
 
 _MILLISECONDS = {"ms": 1.0, "s": 1e3, "min": 60e3, "µs": 1e-3, "us": 1e-3, "ns": 1e-6}
 _CYCLES = {"cycles": 1.0, "Kc": 1e3, "Mc": 1e6, "Gc": 1e9}
@@ -71,7 +74,7 @@ def sniff(head: bytes) -> bool:
 def parse(data: bytes, name: str) -> ProfileGroup:
     """Read a deep copy into one profile; refuse a ``.trace`` zip with the reason."""
     if data.startswith(_ZIP_MAGIC):
-        raise _trace_bundle_error(data)
+        return _trace_bundle(data)
     return ProfileGroup(name, [_deep_copy(data, name)])
 
 
@@ -157,28 +160,40 @@ def _weight(text: str, scales: dict[str, float], units_seen: set[str], number: i
     return float(value) * scale
 
 
-def _trace_bundle_error(data: bytes) -> FormatError:
-    """The `FormatError` for a zipped ``.trace`` bundle, naming what it recorded."""
+def _trace_bundle(data: bytes) -> ProfileGroup:
+    """The time profiles of a zipped ``.trace`` bundle, or the reason it cannot be read."""
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as archive:
             names = archive.namelist()
-            bundle = next((n.split("/")[0] for n in names if ".trace/" in n), None)
-            if bundle is None:
-                return FormatError(TITLE, "zip", "the zip holds no '.trace' folder")
-            template = next(
-                (info for info in archive.infolist() if info.filename == f"{bundle}/form.template"),
-                None,
+            bundle_name = next((n.split("/")[0] for n in names if ".trace/" in n), None)
+            if bundle_name is None:
+                raise FormatError(TITLE, "zip", "the zip holds no '.trace' folder")
+            bundle = instruments_trace.TraceBundle(archive, bundle_name)
+            if not bundle.has("form.template"):
+                raise _refusal(bundle_name, None)
+            template_bytes = bundle.read("form.template")
+            template = instruments_trace.read_template(
+                template_bytes, f"{bundle_name}/form.template"
             )
-            instrument = None
-            if template is not None and template.file_size <= _MAX_TEMPLATE_BYTES:
-                instrument = _instrument_of(archive.read(template))
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError, ValueError) as error:
-        return FormatError(TITLE, "zip", f"not a readable zip of a .trace folder ({error})")
+            if template.instrument == instruments_trace.OLD_TIME_PROFILER:
+                # Instruments 7 kept its samples in its own files (Trace1.run/*-sampler.data).
+                raise _refusal(bundle_name, "a time profile in the Instruments 7 layout")
+            if template.instrument != instruments_trace.TIME_PROFILER:
+                raise _refusal(bundle_name, _instrument_of(template_bytes))
+            return instruments_trace.read_trace(bundle, template, bundle_name)
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError) as error:
+        raise FormatError(
+            TITLE, "zip", f"not a readable zip of a .trace folder ({error})"
+        ) from None
+
+
+def _refusal(bundle: str, instrument: str | None) -> FormatError:
+    """The `FormatError` for a bundle flamesight cannot read, naming what it recorded."""
     recorded = f" (it recorded {instrument})" if instrument else ""
     return FormatError(
         TITLE,
         bundle,
-        f"reading .trace bundles is not supported{recorded}; open the trace in Instruments, "
+        f"reading this .trace bundle is not supported{recorded}; open the trace in Instruments, "
         "select the call tree, choose Edit > Deep Copy and load the pasted text instead",
     )
 
