@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import io
 import json
 import os
@@ -561,3 +562,36 @@ def test_chat_once_exits_1_when_the_endpoint_fails(
     )
     assert completed.returncode == 1
     assert "Error: " in completed.stderr and "the model crashed" in completed.stderr
+
+
+def established_to(port: int) -> int:
+    """How many TCP connections of this machine to 127.0.0.1:`port` are open (ESTABLISHED)."""
+    count = 0
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        remote, state = fields[2], fields[3]
+        if state == "01" and int(remote.rsplit(":", 1)[1], 16) == port:
+            count += 1
+    return count
+
+
+@pytest.mark.skipif(not Path("/proc/net/tcp").exists(), reason="reads Linux's /proc/net/tcp")
+def test_the_url_check_runs_on_every_request_and_the_client_is_closed_after_the_turn(
+    endpoint: LoopbackServer,
+) -> None:
+    checked: list[str] = []
+    endpoint.script(
+        openai_tool_calls([("top_functions", {"n": 2})], call_prefix="a"),
+        openai_tool_calls([("hot_paths", {"n": 1})], call_prefix="b"),
+    )
+    settings = dataclasses.replace(settings_for(endpoint), url_check=checked.append)
+    agent = ChatAgent(small_profiles(), settings, NoAuth())
+    events, history = run(agent, "Look twice")
+    assert events[-1]["type"] == "model_response_end"
+    assert checked == [f"{endpoint.url}/v1/chat/completions"] * 3
+    # The turn's HTTP client is closed with its connections when the turn ends ...
+    assert established_to(endpoint.port) == 0
+    # ... and the next turn of the same agent opens a new one.
+    events, _ = run(agent, "Once more", history)
+    assert events[-1]["type"] == "model_response_end" and len(checked) == 4
+    assert established_to(endpoint.port) == 0

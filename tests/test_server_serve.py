@@ -58,6 +58,8 @@ def test_serve_answers_on_a_loopback_port_and_opens_a_file(tmp_path: Path) -> No
             str(port),
             "--data-dir",
             str(tmp_path / "data"),
+            "--storage-url",
+            (tmp_path / "blobs").as_uri(),
             "--open",
             str(examples.path()),
         ],
@@ -84,8 +86,25 @@ def test_serve_answers_on_a_loopback_port_and_opens_a_file(tmp_path: Path) -> No
         assert [trace["name"] for trace in traces] == [examples.path().name]
         assert httpx.get(url, timeout=5).json()["id"] == traces[0]["id"]
         assert (tmp_path / "data" / "flamesight.db").is_file()
+        stored = [path for path in (tmp_path / "blobs").rglob("*") if path.is_file()]
+        assert [path.name for path in stored] == [traces[0]["id"]]
     finally:
         stop(process)
+
+
+@pytest.mark.parametrize(
+    ("url", "says"),
+    [
+        ("s3://bucket/flamesight", "fleet mode"),
+        ("file://server/share", "absolute local folder"),
+        ("https://example.com/blobs", "file:///path"),
+    ],
+)
+def test_serve_refuses_storage_urls_it_cannot_use(url: str, says: str, tmp_path: Path) -> None:
+    result = CliRunner().invoke(main, ["serve", "--data-dir", str(tmp_path), "--storage-url", url])
+    assert result.exit_code == 2
+    assert says in result.output
+    assert not (tmp_path / "flamesight.db").exists()
 
 
 @pytest.mark.parametrize("host", ["0.0.0.0", "192.168.1.20", "::", "example.com"])

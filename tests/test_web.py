@@ -8,11 +8,11 @@ too (no timed assertion: speed is reported, not tested).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 import random
-import shutil
 import subprocess
 import sys
 import time
@@ -64,11 +64,11 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A `flamesight serve` process with an empty data dir; its base URL."""
+@contextlib.contextmanager
+def running_server(data_dir: Path) -> Iterator[str]:
+    """A `flamesight serve` process on a free loopback port with `data_dir`; its base URL."""
     port = free_port()
-    data_dir = tmp_path_factory.mktemp("web") / "data"
+    data_dir.mkdir(parents=True, exist_ok=True)
     environment = {**os.environ, "PYTHONUNBUFFERED": "1"}
     environment.pop("FLAMESIGHT_DATABASE_URL", None)
     log = (data_dir.parent / "server.log").open("w")
@@ -83,7 +83,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         deadline = time.monotonic() + START_TIMEOUT
         while True:
             try:
-                if httpx.get(f"{url}/api/traces", timeout=5).status_code == 200:
+                if httpx.get(f"{url}/api/prompts", timeout=5).status_code == 200:
                     break
             except httpx.TransportError:
                 pass
@@ -99,6 +99,13 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             process.kill()
             process.wait()
         log.close()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A `flamesight serve` process with an empty data dir; its base URL."""
+    with running_server(tmp_path_factory.mktemp("web") / "data") as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
@@ -209,7 +216,6 @@ def test_upload_view_zoom_select_search_and_sandwich(page: Any, server: str) -> 
     assert painted(page, "chart", 0, AXIS_HEIGHT + 36 * ROW_HEIGHT, width, 2 * ROW_HEIGHT) == 0
     assert painted(page, "overview", 0, 0, width, 40) > 0.05
     screenshot(page, "viewer-flamechart")
-    shutil.copyfile(ARTIFACTS / "viewer-flamechart.png", ROOT / "docs" / "viewer.png")
 
     # The toolbar shows the selection (the visible range) and the whole, in the unit.
     unit = profile.unit

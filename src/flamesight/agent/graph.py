@@ -136,6 +136,8 @@ class ChatAgent:
         self.source = source or profiles.name or profiles.group.name
         self.tools = tools_for(profiles)
         self._system: str | None = None
+        self._http_client: Any = None
+        """The URL-checking HTTP client (`settings.url_check`): one per turn, closed at its end."""
         self._graph = self._build()
 
     # the public surface
@@ -313,9 +315,10 @@ class ChatAgent:
             "default_headers": dict(settings.headers) or None,
             "streaming": True,
         }
-        checked = checked_http_client(settings)
-        if checked is not None:
-            common["http_client"] = checked
+        if self._http_client is None:
+            self._http_client = checked_http_client(settings)
+        if self._http_client is not None:
+            common["http_client"] = self._http_client
         if settings.provider == "azure":
             credential = (
                 {"azure_ad_token": key}
@@ -406,8 +409,16 @@ class ChatAgent:
             log.exception("the chat turn failed")
             yield ErrorEvent(self._describe(error))
             return
+        finally:
+            self._close_http_client()
         if not failed:
             yield ModelResponseEnd()
+
+    def _close_http_client(self) -> None:
+        """Close the turn's URL-checking HTTP client (its connections), if it made one."""
+        if self._http_client is not None:
+            self._http_client.close()
+            self._http_client = None
 
 
 # helpers

@@ -12,5 +12,6 @@ from flamesight.cli.commands import main
 from flamesight.cli.mcp_command import mcp_command  # noqa: F401  (registers mcp)
 from flamesight.cli.serve_command import serve_command  # noqa: F401  (registers serve)
 from flamesight.cli.users_command import users_group  # noqa: F401  (registers users, upload)
+from flamesight.cli.worker_command import worker_command  # noqa: F401  (registers worker)
 
 __all__ = ["main"]

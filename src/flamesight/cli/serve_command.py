@@ -16,6 +16,7 @@ import ipaddress
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import unquote, urlsplit
 
 import click
 
@@ -41,6 +42,29 @@ def base_url(host: str, port: int) -> str:
     bare = host.strip("[]")
     shown = f"[{bare}]" if ":" in bare else bare
     return f"http://{shown}:{port}"
+
+
+def storage_dir_from_url(url: str) -> Path:
+    """The blob folder a `--storage-url` names: file:///path now; s3:// comes with fleet mode."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    if scheme == "file":
+        path = Path(unquote(parts.path))
+        if parts.netloc not in ("", "localhost") or not path.is_absolute():
+            raise click.BadParameter(
+                f"{url!r}: a file URL names an absolute local folder, e.g. file:///srv/flamesight",
+                param_hint="--storage-url",
+            )
+        return path
+    if scheme in ("s3", "s3a", "s3n"):
+        raise click.BadParameter(
+            "S3-compatible storage (s3://...) comes with fleet mode and is not available yet; "
+            "use a local folder: file:///path or --storage-dir",
+            param_hint="--storage-url",
+        )
+    raise click.BadParameter(
+        f"{url!r}: give file:///path/to/folder (local blob storage)", param_hint="--storage-url"
+    )
 
 
 def data_location_options(command: F) -> F:
@@ -88,6 +112,17 @@ def data_location_options(command: F) -> F:
     help="Memory for parsed profiles, e.g. 4GiB (default: $FLAMESIGHT_CACHE_SIZE or 2GiB).",
 )
 @click.option(
+    "--redis-url",
+    metavar="URL",
+    help="Fleet mode: chat turns run on `flamesight worker`s sharing this Redis "
+    "(default: $FLAMESIGHT_REDIS_URL; none: in this process).",
+)
+@click.option(
+    "--storage-url",
+    metavar="URL",
+    help="Where uploaded files are kept, as a URL: file:///path (the same as --storage-dir).",
+)
+@click.option(
     "--open",
     "open_file",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
@@ -101,6 +136,8 @@ def serve_command(
     storage_dir: Path | None,
     max_upload: str | None,
     cache_size: str | None,
+    redis_url: str | None,
+    storage_url: str | None,
     open_file: Path | None,
 ) -> None:
     """Run the flamesight web server (REST API, docs at /docs).
@@ -118,6 +155,10 @@ def serve_command(
     from flamesight.server.state import ServerState
     from flamesight.server.uploads import file_chunks, store_trace
 
+    if storage_url is not None:
+        if storage_dir is not None:
+            raise click.UsageError("give --storage-dir or --storage-url, not both")
+        storage_dir = storage_dir_from_url(storage_url)
     try:
         settings = Settings.from_environment(
             data_dir=data_dir,
@@ -125,6 +166,7 @@ def serve_command(
             storage_dir=storage_dir,
             max_upload=max_upload,
             cache_size=cache_size,
+            redis_url=redis_url,
         )
     except ValueError as error:
         raise click.BadParameter(str(error)) from None

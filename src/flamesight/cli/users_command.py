@@ -151,7 +151,7 @@ def remove_user(
         storage = LocalDirectoryStorage(settings.resolved_storage_dir)
         for key in keys:
             await storage.delete(key)
-        return len(keys)
+        return sum("/traces/" in key for key in keys)
 
     try:
         traces = anyio.run(remove)

@@ -118,6 +118,7 @@ def parse(data: bytes, name: str) -> ProfileGroup:
         times_key = "timestamps"
     else:
         raise FormatError(TITLE, "top level", "no 'nodes' (nor an old-style 'head') key")
+    del document  # the assembler holds what it needs; free the JSON objects before building
     return ProfileGroup(name, [assembler.build(name, times_key)])
 
 
@@ -255,24 +256,43 @@ class CpuProfileAssembler:
 
     def __init__(self, format_title: str) -> None:
         self._title = format_title
-        self._ids: list[int] = []
-        self._function_names: list[str] = []
-        self._urls: list[str | None] = []
-        self._lines: list[int | None] = []
-        self._cols: list[int | None] = []
-        self._parent_ids: list[int | None] = []
-        self._children: list[list[int] | None] = []
+        # The nodes, column by column, in chunks as they arrive (one per
+        # `add_nodes` call): ids, declared parent ids (`has_parent` false
+        # where there is none), the frame of each node as an index into
+        # `_frame_keys`, and the (child id, listing node's index) pairs of the
+        # `children` lists.
+        self._node_count = 0
+        self._ids: list[np.ndarray] = []
+        self._parent_ids: list[np.ndarray] = []
+        self._has_parent: list[np.ndarray] = []
+        self._node_frames: list[np.ndarray] = []
+        self._child_ids: list[np.ndarray] = []
+        self._child_parents: list[np.ndarray] = []
+        # (function name, url, 0-based line, 0-based column) -> its index
+        self._frame_keys: dict[tuple[str, str | None, int | None, int | None], int] = {}
         self._samples: list[np.ndarray] = []
         self._deltas: list[np.ndarray] = []
 
     # input
 
     def add_nodes(self, nodes: object, where: str) -> None:
-        """Append call tree nodes (``[{"id", "callFrame", "children"?, "parent"?}, ...]``)."""
+        """Append call tree nodes (``[{"id", "callFrame", "children"?, "parent"?}, ...]``).
+
+        The nodes are read column by column (ids, parents, children, each
+        callFrame field), checked a column at a time, and kept as NumPy arrays
+        and one entry per distinct frame, so no Python object per node
+        outlives the call. If a column holds a value it cannot take, the
+        nodes are read one by one with `add_node` instead, which names the
+        bad one.
+        """
         if not isinstance(nodes, list):
             raise FormatError(
                 self._title, where, f"expected a list of nodes, got {describe_json_value(nodes)}"
             )
+        columns = _node_columns(nodes)
+        if columns is not None:
+            self._add_columns(*columns)
+            return
         for index, node in enumerate(nodes):
             path = f"{where}[{index}]"
             if not isinstance(node, dict):
@@ -356,13 +376,55 @@ class CpuProfileAssembler:
                 f"{where}.children",
                 f"expected a list of node ids, got {shorten(repr(children))}",
             )
-        self._ids.append(node_id)
-        self._function_names.append(function_name)
-        self._urls.append(url)
-        self._lines.append(line)
-        self._cols.append(col)
-        self._parent_ids.append(parent)
-        self._children.append(children)
+        self._add_columns([node_id], [function_name], [url], [line], [col], [parent], [children])
+
+    def _add_columns(
+        self,
+        ids: list[int],
+        names: list[str],
+        urls: list[str | None],
+        lines: list[int | None],
+        cols: list[int | None],
+        parents: list[int | None],
+        children: list[list[int] | None],
+    ) -> None:
+        """Store validated node columns (ids within 64 bits, the rest as `add_node` checks them).
+
+        Parent and child ids beyond 64 bits can match no node (ids are
+        within 64 bits), so they are stored as no parent and left out.
+        """
+        first = self._node_count
+        self._node_count += len(ids)
+        self._ids.append(np.array(ids, np.int64))
+        has_parent = [p is not None and _fits_int64(p) for p in parents]
+        self._has_parent.append(np.array(has_parent, bool))
+        self._parent_ids.append(
+            np.array(
+                [p if has else 0 for p, has in zip(parents, has_parent, strict=True)], np.int64
+            )
+        )
+        child_ids: list[int] = []
+        child_parents: list[int] = []
+        for index, node_children in enumerate(children):
+            if node_children:
+                child_ids.extend(node_children)
+                child_parents.extend([first + index] * len(node_children))
+        if not all(map(_fits_int64, child_ids)):
+            fits = [_fits_int64(child) for child in child_ids]
+            child_ids = [c for c, keep in zip(child_ids, fits, strict=True) if keep]
+            child_parents = [p for p, keep in zip(child_parents, fits, strict=True) if keep]
+        self._child_ids.append(np.array(child_ids, np.int64))
+        self._child_parents.append(np.array(child_parents, np.int64))
+        keys = self._frame_keys
+        self._node_frames.append(
+            np.array(
+                [
+                    keys.setdefault(key, len(keys))
+                    for key in zip(names, urls, lines, cols, strict=True)
+                ],
+                np.int64,
+            )
+        )
 
     def add_samples(self, samples: object, where: str) -> None:
         """Append sampled node ids."""
@@ -403,54 +465,69 @@ class CpuProfileAssembler:
         # time, which gives the last run no duration.
         starts = np.flatnonzero(np.concatenate(([True], samples[1:] != samples[:-1])))
         entry_nodes = samples[starts]
-        entry_elapsed = elapsed[starts]
+        entry_times = elapsed[starts]
         if count > 1:
             entry_nodes = np.append(entry_nodes, samples[count - 2])
-            entry_elapsed = np.append(entry_elapsed, elapsed[count - 1])
+            entry_times = np.append(entry_times, elapsed[count - 1])
+        del samples, deltas, elapsed, starts  # free the per-sample arrays before the stacks
         # A negative delta never moves time backwards.
-        entry_times = np.maximum.accumulate(entry_elapsed)
+        np.maximum.accumulate(entry_times, out=entry_times)
         stacks = _StackWalker(self, builder).stacks_of(entry_nodes)
-        weights = np.append(np.diff(entry_times), 0.0)
-        if entry_times[0] > 0:  # idle from the start time to the first sample
-            stacks = np.insert(stacks, 0, -1)
-            entry_times = np.insert(entry_times, 0, 0.0)
-            weights = np.insert(weights, 0, entry_times[1])
-        busy = np.flatnonzero(stacks >= 0)
-        if len(busy) == 0:
+        del entry_nodes
+        busy = stacks >= 0
+        if not busy.any():
             return builder.build()
-        end = busy[-1] + 1  # time after the last frames closed is not part of the profile
-        keep = weights[:end] > 0
-        builder.add_samples(stacks[:end][keep], weights[:end][keep], entry_times[:end][keep])
+        # time after the last frames closed is not part of the profile
+        end = len(stacks) - int(np.argmax(busy[::-1]))
+        del busy
+        if entry_times[0] > 0:  # idle from the start time to the first sample
+            builder.add_samples(np.array([-1]), entry_times[:1], np.zeros(1))
+        weights = np.zeros(len(entry_times))  # the last entry has no duration
+        np.subtract(entry_times[1:], entry_times[:-1], out=weights[:-1])
+        keep = np.flatnonzero(weights[:end] > 0)
+        builder.add_samples(stacks[keep], weights[keep], entry_times[keep])
+        del stacks, weights, entry_times, keep  # the builder has its copies
         return builder.build()
 
     # helpers for _StackWalker
 
-    def _node_tables(self) -> tuple[dict[int, int], list[int], list[bool], list[bool]]:
-        """Index of every node id, parent index of every node, and its ignore / stack-on-top flags."""
-        index_of: dict[int, int] = {}
-        for index, node_id in enumerate(self._ids):
-            index_of[node_id] = index
-        parent = [-1 if p is None else index_of.get(p, -1) for p in self._parent_ids]
-        for index, children in enumerate(self._children):
-            for child in children or ():
-                child_index = index_of.get(child)
-                if child_index is not None:
-                    parent[child_index] = index
-        ignored = [
-            fn in _IGNORED_FUNCTIONS or url == _IGNORED_URL
-            for fn, url in zip(self._function_names, self._urls, strict=True)
-        ]
-        on_top = [fn in _STACKED_ON_PREVIOUS for fn in self._function_names]
-        return index_of, parent, ignored, on_top
+    def _node_tables(self) -> tuple[_NodeIndex, list[int], list[int], list[bool], list[bool]]:
+        """Node id lookup, and per node: parent index, frame key index, ignore / stack-on-top flags.
 
-    def _frame_fields(self, index: int) -> tuple[str, str | None, int | None, int | None]:
-        """Name, file, 1-based line and column of node `index`, named as speedscope names it."""
-        url = self._urls[index]
-        line = self._lines[index]
-        col = self._cols[index]
+        A node's parent is the node whose `children` list names it, else
+        the node its `parent` id names; when several do, the last one wins
+        (as speedscope's reading in file order has it).
+        """
+        index_of = _NodeIndex(_joined(self._ids, np.int64))
+        has_parent = _joined(self._has_parent, bool)
+        parent = np.where(has_parent, index_of(_joined(self._parent_ids, np.int64)), -1)
+        child_nodes = index_of(_joined(self._child_ids, np.int64))
+        child_parents = _joined(self._child_parents, np.int64)
+        known = child_nodes >= 0
+        child_nodes, child_parents = child_nodes[known], child_parents[known]
+        # keep the last listing of each child: first occurrence in the reversed order
+        _, first_reversed = np.unique(child_nodes[::-1], return_index=True)
+        last = len(child_nodes) - 1 - first_reversed
+        parent[child_nodes[last]] = child_parents[last]
+        node_frames = _joined(self._node_frames, np.int64)
+        keys = list(self._frame_keys)
+        ignored = np.array(
+            [name in _IGNORED_FUNCTIONS or url == _IGNORED_URL for name, url, _, _ in keys], bool
+        )
+        on_top = np.array([name in _STACKED_ON_PREVIOUS for name, _, _, _ in keys], bool)
+        return (
+            index_of,
+            parent.tolist(),
+            node_frames.tolist(),
+            ignored[node_frames].tolist(),
+            on_top[node_frames].tolist(),
+        )
+
+    def _frame_fields(self, key: tuple) -> tuple[str, str | None, int | None, int | None]:
+        """Name, file, 1-based line and column of a frame key, named as speedscope names it."""
+        name, url, line, col = key
         line = None if line is None else line + 1
         col = None if col is None else col + 1
-        name = self._function_names[index]
         if not name:
             if url:
                 line_text = "undefined" if line is None else str(line)
@@ -458,6 +535,40 @@ class CpuProfileAssembler:
             else:
                 name = "(anonymous)"
         return name, url or None, line, col
+
+
+class _NodeIndex:
+    """Node id -> node index (of the last node with that id), for arrays of ids.
+
+    Ids are sorted once; a lookup is a table index when the ids are dense
+    (as V8 numbers them, 1, 2, 3, ...), else a binary search.
+    """
+
+    def __init__(self, ids: np.ndarray) -> None:
+        order = np.argsort(ids, kind="stable")  # equal ids keep file order: take the last
+        sorted_ids = ids[order]
+        last = np.append(sorted_ids[1:] != sorted_ids[:-1], True)
+        self._ids = sorted_ids[last]
+        self._indices = order[last]
+        self._table: np.ndarray | None = None
+        if len(self._ids):
+            self._low = int(self._ids[0])
+            span = int(self._ids[-1]) - self._low + 1
+            if span <= 2 * len(self._ids) + 1024:
+                self._table = np.full(span, -1, np.int64)
+                self._table[self._ids - self._low] = self._indices
+
+    def __call__(self, node_ids: np.ndarray) -> np.ndarray:
+        """The node index of every id, -1 for ids no node has."""
+        if len(self._ids) == 0:
+            return np.full(len(node_ids), -1, np.int64)
+        if self._table is not None:
+            inside = (node_ids >= self._low) & (node_ids < self._low + len(self._table))
+            result = np.full(len(node_ids), -1, np.int64)
+            result[inside] = self._table[node_ids[inside] - self._low]
+            return result
+        at = np.minimum(np.searchsorted(self._ids, node_ids), len(self._ids) - 1)
+        return np.where(self._ids[at] == node_ids, self._indices[at], -1)
 
 
 class _StackWalker:
@@ -473,18 +584,20 @@ class _StackWalker:
     def __init__(self, assembler: CpuProfileAssembler, builder: ProfileBuilder) -> None:
         self._assembler = assembler
         self._builder = builder
-        self._index_of, self._parent, self._ignored, self._on_top = assembler._node_tables()
+        tables = assembler._node_tables()
+        self._node_index, self._parent, self._node_frame, self._ignored, self._on_top = tables
+        self._frame_keys = list(assembler._frame_keys)
         self._fixed = self._fixed_nodes()
         self._path_parent: list[int] = []
         self._path_node: list[int] = []
         self._path_stack: list[int] = []
         self._path_ids: dict[tuple[int, int], int] = {}
-        self._frame_of_node: dict[int, int] = {}
+        self._frame_of_key: dict[int, int] = {}
         self._fixed_path_of: dict[int, int] = {}
 
     def stacks_of(self, sampled_ids: np.ndarray) -> np.ndarray:
         """The builder stack after each sampled node id (unknown ids keep the previous stack)."""
-        nodes = self._node_indices(sampled_ids)
+        nodes = self._node_index(sampled_ids)
         fixed_nodes = np.array(self._fixed, bool)
         fixed = np.zeros(len(nodes), bool)
         known = nodes >= 0
@@ -511,17 +624,6 @@ class _StackWalker:
             previous_index = index
         stack_of_path = np.array([*self._path_stack, -1], np.int64)
         return stack_of_path[paths]
-
-    def _node_indices(self, node_ids: np.ndarray) -> np.ndarray:
-        """The node index of every id, -1 for ids no node has."""
-        ids = np.fromiter(self._index_of.keys(), np.int64, len(self._index_of))
-        indices = np.fromiter(self._index_of.values(), np.int64, len(self._index_of))
-        order = np.argsort(ids)
-        ids, indices = ids[order], indices[order]
-        at = np.minimum(np.searchsorted(ids, node_ids), max(len(ids) - 1, 0))
-        if len(ids) == 0:
-            return np.full(len(node_ids), -1, np.int64)
-        return np.where(ids[at] == node_ids, indices[at], -1)
 
     def _fixed_nodes(self) -> list[bool]:
         """Nodes whose stack does not depend on the previous one (empty for ignored nodes).
@@ -614,10 +716,11 @@ class _StackWalker:
         key = (parent, node)
         path = self._path_ids.get(key)
         if path is None:
-            frame = self._frame_of_node.get(node)
+            key = self._node_frame[node]
+            frame = self._frame_of_key.get(key)
             if frame is None:
-                frame = self._frame_of_node[node] = self._builder.frame(
-                    *self._assembler._frame_fields(node)
+                frame = self._frame_of_key[key] = self._builder.frame(
+                    *self._assembler._frame_fields(self._frame_keys[key])
                 )
             parent_stack = self._path_stack[parent] if parent >= 0 else -1
             path = self._path_ids[key] = len(self._path_parent)
@@ -625,6 +728,42 @@ class _StackWalker:
             self._path_node.append(node)
             self._path_stack.append(self._builder.stack(parent_stack, frame))
         return path
+
+
+def _node_columns(nodes: list) -> tuple[list, ...] | None:
+    """A nodes list as `CpuProfileAssembler._add_columns` takes it, or None if a value is out of place.
+
+    Checks what `add_node` checks, a column at a time; None sends the caller
+    to the node-by-node reading, which names the bad value.
+    """
+    if not all(type(node) is dict for node in nodes):
+        return None
+    frames = [node.get("callFrame") for node in nodes]
+    if not all(type(frame) is dict for frame in frames):
+        return None
+    ids = [node.get("id") for node in nodes]
+    names = [frame.get("functionName", "") for frame in frames]
+    urls = [frame.get("url") for frame in frames]
+    lines = [frame.get("lineNumber") for frame in frames]
+    cols = [frame.get("columnNumber") for frame in frames]
+    parents = [node.get("parent") for node in nodes]
+    children = [node.get("children") for node in nodes]
+    valid = (
+        all(type(i) is int and _fits_int64(i) for i in ids)
+        and all(type(name) is str or name is None for name in names)
+        and all(type(url) is str or url is None for url in urls)
+        and all(v is None or (type(v) is int and -(2**31) <= v < 2**31) for v in lines + cols)
+        and all(p is None or type(p) is int for p in parents)
+        and all(c is None or (type(c) is list and all(type(i) is int for i in c)) for c in children)
+    )
+    if not valid:
+        return None
+    names = ["" if name is None else name for name in names]
+    return ids, names, urls, lines, cols, parents, children
+
+
+def _fits_int64(value: int) -> bool:
+    return -(2**63) <= value < 2**63
 
 
 def _joined(chunks: list[np.ndarray], dtype: type) -> np.ndarray:

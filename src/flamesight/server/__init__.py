@@ -28,10 +28,21 @@ fleet mode) builds on them rather than around them:
   nothing, which the API answers 404 (never 403). The unscoped queries are
   the ones that decide who the caller is: `ensure_user` at the bottom of
   `repository`, and `accounts`.
-- Share links: `/api/shared/{token}/...` runs the very trace endpoints,
-  handed an `accounts.SharedTrace` (one trace, `get_trace` only) in place
-  of the caller's repository, so a link reads its trace and nothing else.
-  Revoking the link or deleting the trace ends it at once.
+- Share links: `/api/shared/{token}/...` runs the very trace endpoints
+  (the viewer's `/viewer` and `/layout` included), handed an
+  `accounts.SharedTrace` (one trace: `get_trace`, and `get_snapshot` for
+  the snapshots drawn of it, served at `/api/shared/{token}/snapshots/{id}`)
+  in place of the caller's repository, so a link reads its trace and
+  nothing else. Revoking the link or deleting the trace ends it at once.
+- Other websites: `same_origin.SameOriginMiddleware`, in front of every
+  route, answers 403 `cross_site` to a state-changing request or a
+  WebSocket handshake whose `Origin` is not the server's own (its `Host`)
+  or whose `Sec-Fetch-Site` is `cross-site`, so a page elsewhere cannot
+  drive the login-less single-user server through the visitor's browser.
+  Requests without `Origin` (scripts, the CLI) pass; reads are not refused.
+- Deleting a trace deletes its rows (cascading: chats, snapshots,
+  analyses, share links) and its blobs: the uploaded file and the
+  snapshots' PNGs (`Repository.delete_trace` names them).
 - Ids are random URL-safe strings (`secrets.token_urlsafe(12)`, 96 bits), so
   they are not guessable and say nothing about how many rows there are.
 - Database: SQLAlchemy 2 asyncio (aiosqlite, asyncpg); the schema is owned
@@ -85,7 +96,15 @@ fleet mode) builds on them rather than around them:
   afterSeq}` works across reconnects and restarts. Embedded mode:
   `InProcessJobQueue` (asyncio task; the agent in a worker thread) and
   `StoredEventBus` (memory fan-out); fleet mode replaces both. One turn
-  per session at a time. Messages (tool calls included) are stored as
+  per session at a time (`TurnGate`).
+- Fleet mode (`fleet`, docs/fleet.md): `--redis-url` puts chat turns on arq
+  (`flamesight worker` runs them; the web process only enqueues), events
+  on a Redis Stream per session (seq from a Redis counter seeded from the
+  database; each event stored, then streamed), one turn per session by a
+  Redis key the worker keeps alive (a dead worker's turn ends with an
+  `error` event sent by the web process that queued it). Client-given chat
+  endpoints are refused there (their credentials cannot leave the
+  process). Database connection errors answer 503 "unavailable". Messages (tool calls included) are stored as
   `flamesight.agent.history_to_dicts` writes them; snapshots go to blob
   storage under `<owner>/snapshots/` and are served to their owner by
   `GET /api/snapshots/{id}`. Chat, snapshot and analysis rows are reached

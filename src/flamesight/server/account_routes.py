@@ -8,8 +8,10 @@
 - `/api/traces/{id}/share`: create a share link (its token shown once),
   list, revoke (`DELETE .../share/{share_id}`).
 - `/api/shared/{token}` and its `/profiles`, `/top`, `/summary`, `/tree`,
-  `/render`: the trace endpoints themselves, handed a `SharedTrace` (one
-  trace, read only) instead of the caller's repository.
+  `/render`, and the viewer's `/viewer` and `/layout`: the trace endpoints
+  themselves, handed a `SharedTrace` (one trace, read only) instead of the
+  caller's repository; `/api/shared/{token}/snapshots/{id}`: the PNG of a
+  snapshot the chat drew of that trace (of no other).
 """
 
 from __future__ import annotations
@@ -22,8 +24,9 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Request, Response
 from pydantic import BaseModel, Field, SecretStr
 
-from flamesight.server import accounts, trace_routes
+from flamesight.server import accounts, trace_routes, viewer_routes
 from flamesight.server.accounts import SharedTrace
+from flamesight.server.chat_routes import snapshot_response
 from flamesight.server.dependencies import CurrentCaller, State, UserRepository
 from flamesight.server.errors import ApiError
 from flamesight.server.trace_routes import json_response, trace_document
@@ -237,7 +240,15 @@ for suffix, endpoint in [
     ("summary", trace_routes.trace_summary),
     ("tree", trace_routes.trace_tree),
     ("render", trace_routes.trace_render),
+    ("viewer", viewer_routes.trace_viewer),
+    ("layout", viewer_routes.trace_layout),
 ]:
     router.add_api_route(
         f"/api/shared/{{token}}/{suffix}", shared_endpoint(endpoint), methods=["GET"]
     )
+
+
+@router.get("/api/shared/{token}/snapshots/{snapshot_id}", response_class=Response)
+async def get_shared_snapshot(snapshot_id: str, shared: Shared, state: State) -> Response:
+    """A flame graph PNG the chat drew of the shared trace (404 for any other)."""
+    return await snapshot_response(state, await shared.get_snapshot(snapshot_id))

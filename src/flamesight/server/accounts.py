@@ -9,8 +9,10 @@ request. In order:
 2. The session cookie of a browser that logged in (`POST /api/login`). A
    state-changing request (anything but GET, HEAD, OPTIONS) must also send
    the `X-CSRF-Token` header equal to the readable CSRF cookie, whose hash
-   is stored with the session (double submit, bound to the session); a
-   WebSocket handshake must come from the server's own origin. Otherwise 403.
+   is stored with the session (double submit, bound to the session).
+   Otherwise 403. (Before any of this, `same_origin.SameOriginMiddleware`
+   refuses state-changing requests and WebSocket handshakes from pages of
+   other websites, whoever they claim to be.)
 3. Nothing (or a stale cookie): the implicit "local" owner when the server
    is in single-user mode (bound to loopback and no account has a
    password), else 401.
@@ -30,7 +32,6 @@ import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Literal
-from urllib.parse import urlsplit
 
 import anyio.to_thread
 from argon2 import PasswordHasher
@@ -40,10 +41,11 @@ from sqlalchemy import delete, exists, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from starlette.requests import HTTPConnection
 
+from flamesight.server.chat_store import ChatRepository, SnapshotRecord
 from flamesight.server.errors import ApiError
 from flamesight.server.repository import NotFound, Repository, TraceRecord, new_id
 from flamesight.server.state import LOCAL_OWNER_NAME, ServerState
-from flamesight.server.tables import ApiToken, LoginSession, ShareLink, Trace, User
+from flamesight.server.tables import ApiToken, LoginSession, ShareLink, Snapshot, Trace, User
 
 Sessions = async_sessionmaker[AsyncSession]
 
@@ -173,12 +175,13 @@ async def list_accounts(sessions: Sessions) -> list[AccountRecord]:
 
 
 async def remove_account(sessions: Sessions, name: str) -> list[str]:
-    """Delete user `name` with every row they own; the blob keys of their traces to delete."""
+    """Delete user `name` with every row they own; the keys of their blobs to delete."""
     async with sessions() as session, session.begin():
         user_id = await session.scalar(select(User.id).where(User.name == name))
         if user_id is None:
             raise AccountError(f"there is no user called {name!r}")
         keys = list(await session.scalars(select(Trace.blob_key).where(Trace.owner_id == user_id)))
+        keys += await session.scalars(select(Snapshot.blob_key).where(Snapshot.owner_id == user_id))
         await session.execute(delete(User).where(User.id == user_id))
     return keys
 
@@ -268,15 +271,17 @@ async def token_caller(sessions: Sessions, token: str) -> Caller | None:
 
 
 class SharedTrace:
-    """What a share link opens: one trace, read only.
+    """What a share link opens: one trace and its snapshots, read only.
 
-    It answers `get_trace` like a `Repository` for that trace alone and has
-    no other method, so the trace endpoints it is handed to can read the
-    shared trace and nothing else.
+    It answers `get_trace` like a `Repository` for that trace alone, and
+    `get_snapshot` for the snapshots drawn of it, and has no other method,
+    so the trace endpoints it is handed to can read the shared trace and
+    nothing else.
     """
 
     def __init__(self, sessions: Sessions, owner_id: str, trace_id: str) -> None:
         self._owner = Repository(sessions, owner_id)
+        self._snapshots = ChatRepository(sessions, owner_id)
         self.trace_id = trace_id
 
     async def get_trace(self, trace_id: str) -> TraceRecord:
@@ -284,6 +289,13 @@ class SharedTrace:
         if trace_id != self.trace_id:
             raise NotFound(f"no trace {trace_id!r}")
         return await self._owner.get_trace(trace_id)
+
+    async def get_snapshot(self, snapshot_id: str) -> SnapshotRecord:
+        """A snapshot drawn of the shared trace; NotFound for any other."""
+        snapshot = await self._snapshots.get_snapshot(snapshot_id)
+        if snapshot.trace_id != self.trace_id:
+            raise NotFound(f"no snapshot {snapshot_id!r}")
+        return snapshot
 
 
 async def shared_trace(sessions: Sessions, token: str) -> SharedTrace:
@@ -314,10 +326,7 @@ def refuse(connection: HTTPConnection, status_code: int, code: str, message: str
 def check_csrf(connection: HTTPConnection, csrf_hash: str) -> None:
     """Refuse a state-changing request made with the session cookie but without its CSRF token."""
     if connection.scope["type"] == "websocket":
-        origin = connection.headers.get("origin")
-        if origin and urlsplit(origin).netloc != connection.headers.get("host"):
-            raise refuse(connection, 403, "csrf_failed", "WebSocket from another origin")
-        return
+        return  # a handshake from another origin: refused by same_origin.SameOriginMiddleware
     if connection.scope.get("method", "GET") in SAFE_METHODS:
         return
     header = connection.headers.get(CSRF_HEADER, "")

@@ -18,10 +18,12 @@ from flamesight.server import (
     account_routes,
     analyze_routes,
     chat_routes,
+    prompt_routes,
     render_routes,
     trace_routes,
 )
 from flamesight.server.errors import install_error_handlers
+from flamesight.server.same_origin import SameOriginMiddleware
 from flamesight.server.settings import Settings
 from flamesight.server.state import ServerState, start_server, stop_server
 from flamesight.server.viewer_routes import install_viewer
@@ -51,9 +53,11 @@ def create_app(settings: Settings | None = None, on_ready: ReadyHook | None = No
         lifespan=lifespan,
     )
     install_error_handlers(app)
+    app.add_middleware(SameOriginMiddleware)
     app.include_router(trace_routes.router)
     app.include_router(render_routes.router)
     app.include_router(analyze_routes.router)
+    app.include_router(prompt_routes.router)
     app.include_router(chat_routes.router)
     app.include_router(account_routes.router)
     install_viewer(app)

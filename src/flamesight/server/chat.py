@@ -57,6 +57,38 @@ class ChatTurnJob:
 
     owner_id: str
     session_id: str
+    turn_id: str = ""
+    """Which turn of the session (fleet mode checks a worker still owns it)."""
+
+
+class TurnGate(Protocol):
+    """One turn per session at a time: claimed when a question comes, released when answered."""
+
+    async def claim(self, job: ChatTurnJob) -> bool:
+        """Take the session for `job`; False when a turn of the session is still running."""
+        ...
+
+    async def release(self, job: ChatTurnJob) -> None:
+        """Let the session's next turn start (only if `job` still holds it)."""
+        ...
+
+
+class LocalTurnGate:
+    """The sessions with a running turn, in this process's memory (embedded mode)."""
+
+    def __init__(self) -> None:
+        self.running: set[str] = set()
+
+    async def claim(self, job: ChatTurnJob) -> bool:
+        """Take the session unless it is running a turn."""
+        if job.session_id in self.running:
+            return False
+        self.running.add(job.session_id)
+        return True
+
+    async def release(self, job: ChatTurnJob) -> None:
+        """Free the session."""
+        self.running.discard(job.session_id)
 
 
 class JobQueue(Protocol):
@@ -64,6 +96,10 @@ class JobQueue(Protocol):
 
     async def enqueue(self, job: ChatTurnJob) -> None:
         """Queue `job` and return at once."""
+        ...
+
+    def keep(self, task: asyncio.Task[Any]) -> None:
+        """Hold a background task of this process until it finishes (cancelled at close)."""
         ...
 
     async def close(self) -> None:
@@ -201,10 +237,12 @@ class ChatService:
     def __init__(self, state: ServerState) -> None:
         self.state = state
         self.bus: EventBus = StoredEventBus(state)
-        self.jobs = InProcessJobQueue(self.run_turn)
+        self.jobs: JobQueue = InProcessJobQueue(self.run_turn)
         self.endpoints: dict[str, ModelEndpoint] = {}
         """Endpoints clients gave for their sessions: memory only, gone at restart."""
-        self.running: set[str] = set()
+        self.turns: TurnGate = LocalTurnGate()
+        self.client_endpoints_refused: str | None = None
+        """Why clients may not name their own endpoint (fleet mode), or None when they may."""
 
     async def close(self) -> None:
         """Stop the turns still running and forget every credential."""
@@ -229,17 +267,17 @@ class ChatService:
         None when it started; a message saying why not when a turn of the
         session is still running.
         """
-        if session.id in self.running:
+        job = ChatTurnJob(session.owner_id, session.id, new_id())
+        if not await self.turns.claim(job):
             return "the previous question is still being answered; wait for its answer"
-        self.running.add(session.id)
         try:
             store = ChatRepository(self.state.sessions, session.owner_id)
             question = history_to_dicts([HumanMessage(prompt)])
             await store.add_messages(session.id, question)
             await self.bus.publish(session, {"type": "waiting_for_model"})
-            await self.jobs.enqueue(ChatTurnJob(session.owner_id, session.id))
+            await self.jobs.enqueue(job)
         except BaseException:
-            self.running.discard(session.id)
+            await self.turns.release(job)
             raise
         return None
 
@@ -277,7 +315,7 @@ class ChatService:
             try:
                 await store.add_messages(session.id, new_messages)
             finally:
-                self.running.discard(session.id)
+                await self.turns.release(job)
         await self.bus.publish(session, last)
 
     def _drive(

@@ -40,7 +40,7 @@ from fastapi import APIRouter, Response, WebSocket, WebSocketDisconnect
 from pydantic import ValidationError
 
 from flamesight.llm import LLMError
-from flamesight.server.chat_store import ChatRepository, SessionRecord
+from flamesight.server.chat_store import ChatRepository, SessionRecord, SnapshotRecord
 from flamesight.server.dependencies import State, UserId
 from flamesight.server.model_endpoints import ClientEndpoint, resolve_endpoint
 from flamesight.server.repository import NotFound
@@ -136,6 +136,9 @@ class ChatSocket:
             raise ProtocolError(f"no trace {trace_id!r}") from None
         endpoint = None
         if any(message.get(name) is not None for name in ENDPOINT_FIELDS):
+            refused = self.state.chat.client_endpoints_refused
+            if refused is not None:
+                raise ProtocolError(refused)
             endpoint = await self.client_endpoint(message)
         session = await self.choose_session(trace.id, message)
         if endpoint is not None:
@@ -278,6 +281,11 @@ async def chat_socket(websocket: WebSocket, state: State, user_id: UserId) -> No
 async def get_snapshot(snapshot_id: str, state: State, user_id: UserId) -> Response:
     """A flame graph PNG the chat drew, to its owner."""
     snapshot = await ChatRepository(state.sessions, user_id).get_snapshot(snapshot_id)
+    return await snapshot_response(state, snapshot)
+
+
+async def snapshot_response(state: ServerState, snapshot: SnapshotRecord) -> Response:
+    """The PNG of a snapshot the caller may see (404 when its blob is gone)."""
 
     def read() -> bytes:
         with state.storage.local_path(snapshot.blob_key) as path:
@@ -286,5 +294,5 @@ async def get_snapshot(snapshot_id: str, state: State, user_id: UserId) -> Respo
     try:
         png = await anyio.to_thread.run_sync(read)
     except FileNotFoundError:
-        raise NotFound(f"no snapshot {snapshot_id!r}") from None
+        raise NotFound(f"no snapshot {snapshot.id!r}") from None
     return Response(png, media_type="image/png", headers={"Cache-Control": "private, max-age=3600"})

@@ -10,6 +10,8 @@ from __future__ import annotations
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import InterfaceError as SQLInterfaceError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from flamesight.server.repository import NotFound
@@ -23,7 +25,10 @@ STATUS_CODES = {
     415: "unsupported_media_type",
     422: "invalid_request",
     500: "internal_error",
+    503: "unavailable",
 }
+
+DATABASE_UNAVAILABLE = "the database is not reachable right now; try again in a moment"
 
 
 class ApiError(Exception):
@@ -70,7 +75,25 @@ def install_error_handlers(app: FastAPI) -> None:
             problems.append(f"{where}: {problem.get('msg', 'invalid')}")
         return error_response(422, "invalid_request", "; ".join(problems) or "invalid request")
 
+    @app.exception_handler(DBAPIError)
+    async def database_error(_request: Request, error: DBAPIError) -> JSONResponse:
+        if _database_unreachable(error):
+            return error_response(503, "unavailable", DATABASE_UNAVAILABLE)
+        raise error
+
+    @app.exception_handler(OSError)
+    async def os_error(_request: Request, error: OSError) -> JSONResponse:
+        # asyncpg raises the socket's own error when it cannot connect at all.
+        if isinstance(error, ConnectionError | TimeoutError):
+            return error_response(503, "unavailable", DATABASE_UNAVAILABLE)
+        raise error
+
     @app.exception_handler(Exception)
     async def unexpected(_request: Request, _error: Exception) -> JSONResponse:
         # Starlette re-raises the error after this answer, so the server logs it.
         return error_response(500, "internal_error", "internal server error")
+
+
+def _database_unreachable(error: DBAPIError) -> bool:
+    """Whether `error` says the database connection failed (not that a statement was wrong)."""
+    return error.connection_invalidated or isinstance(error, OperationalError | SQLInterfaceError)

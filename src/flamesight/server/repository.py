@@ -18,7 +18,7 @@ from sqlalchemy import Delete, delete, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from flamesight.server.tables import ApiToken, ShareLink, Trace, User
+from flamesight.server.tables import ApiToken, ShareLink, Snapshot, Trace, User
 
 ID_BYTES = 12
 """Random bytes in a new id: 16 URL-safe characters, 96 bits, not guessable."""
@@ -61,6 +61,15 @@ class TraceRecord:
             active_profile=row.active_profile,
             profiles=list(row.profiles),
         )
+
+
+@dataclass(frozen=True)
+class DeletedTrace:
+    """A trace just deleted, and the keys of every blob that belonged to it."""
+
+    trace: TraceRecord
+    blob_keys: list[str]
+    """The uploaded file's key and the keys of the snapshots drawn of the trace."""
 
 
 @dataclass(frozen=True)
@@ -160,8 +169,13 @@ class Repository:
             )
         return TracePage(records, int(total or 0))
 
-    async def delete_trace(self, trace_id: str) -> TraceRecord:
-        """Remove this user's trace `trace_id` and return what it was, or NotFound."""
+    async def delete_trace(self, trace_id: str) -> DeletedTrace:
+        """Remove this user's trace `trace_id` with every row about it, or NotFound.
+
+        Its chat sessions, snapshots, analyses and share links go with it
+        (cascading); the answer names the blobs to delete: the trace's file
+        and its snapshots' PNGs.
+        """
         async with self.sessions() as session, session.begin():
             row = await session.scalar(
                 select(Trace).where(Trace.id == trace_id, Trace.owner_id == self.user_id)
@@ -169,10 +183,16 @@ class Repository:
             if row is None:
                 raise NotFound(f"no trace {trace_id!r}")
             record = TraceRecord.of(row)
+            snapshots = await session.scalars(
+                select(Snapshot.blob_key).where(
+                    Snapshot.trace_id == trace_id, Snapshot.owner_id == self.user_id
+                )
+            )
+            keys = [record.blob_key, *snapshots]
             await session.execute(
                 delete(Trace).where(Trace.id == trace_id, Trace.owner_id == self.user_id)
             )
-        return record
+        return DeletedTrace(record, keys)
 
     # --- API tokens and share links (secrets arrive hashed) -----------------
 

@@ -19,6 +19,7 @@ ENV_DATABASE_URL = "FLAMESIGHT_DATABASE_URL"
 ENV_STORAGE_DIR = "FLAMESIGHT_STORAGE_DIR"
 ENV_MAX_UPLOAD = "FLAMESIGHT_MAX_UPLOAD"
 ENV_CACHE_SIZE = "FLAMESIGHT_CACHE_SIZE"
+ENV_REDIS_URL = "FLAMESIGHT_REDIS_URL"
 
 DEFAULT_MAX_UPLOAD_BYTES = 2 * 1024**3
 DEFAULT_CACHE_BYTES = 2 * 1024**3
@@ -66,6 +67,8 @@ class Settings:
     """The server listens on a loopback address only: with no accounts it is single-user."""
     allow_private_urls: bool = False
     """Client-given model and token URLs may point at private network addresses."""
+    redis_url: str | None = None
+    """Fleet mode: chat turns run on `flamesight worker`s and events go through this Redis."""
 
     @property
     def url_policy(self) -> UrlPolicy:
@@ -93,6 +96,7 @@ class Settings:
         storage_dir: str | os.PathLike[str] | None = None,
         max_upload: str | None = None,
         cache_size: str | None = None,
+        redis_url: str | None = None,
     ) -> Settings:
         """Settings from the given values, else the FLAMESIGHT_* environment, else defaults."""
         env = os.environ
@@ -106,4 +110,5 @@ class Settings:
             storage_dir=Path(storage_dir).expanduser() if storage_dir else None,
             max_upload_bytes=parse_size(max_upload) if max_upload else DEFAULT_MAX_UPLOAD_BYTES,
             cache_bytes=parse_size(cache_size) if cache_size else DEFAULT_CACHE_BYTES,
+            redis_url=redis_url or env.get(ENV_REDIS_URL) or None,
         )

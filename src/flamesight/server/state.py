@@ -59,7 +59,7 @@ async def start_server(settings: Settings) -> ServerState:
     except BaseException:
         await engine.dispose()
         raise
-    return ServerState(
+    state = ServerState(
         settings=settings,
         engine=engine,
         sessions=sessions,
@@ -67,6 +67,15 @@ async def start_server(settings: Settings) -> ServerState:
         cache=ProfileCache(settings.cache_bytes),
         local_owner_id=owner_id,
     )
+    if settings.redis_url:
+        from flamesight.server.fleet import join_fleet
+
+        try:
+            await join_fleet(state, settings.redis_url)
+        except BaseException:
+            await engine.dispose()
+            raise
+    return state
 
 
 async def stop_server(state: ServerState) -> None:

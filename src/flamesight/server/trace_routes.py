@@ -237,10 +237,11 @@ async def get_trace(trace_id: str, repository: UserRepository) -> Response:
 
 @router.delete("/{trace_id}", status_code=204)
 async def delete_trace(trace_id: str, state: State, repository: UserRepository) -> Response:
-    """Delete one of the caller's traces: its row, its blob and its cached profiles."""
-    trace = await repository.delete_trace(trace_id)
-    state.cache.discard(trace.blob_key)
-    await state.storage.delete(trace.blob_key)
+    """Delete one of the caller's traces: its rows, its blobs (snapshots too), its cached profiles."""
+    deleted = await repository.delete_trace(trace_id)
+    state.cache.discard(deleted.trace.blob_key)
+    for key in deleted.blob_keys:
+        await state.storage.delete(key)
     return Response(status_code=204)
 
 

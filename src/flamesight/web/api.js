@@ -19,15 +19,56 @@ function errorOf(status, text) {
   return new ApiError(status, "http_error", `the server answered ${status}${text ? `: ${text.slice(0, 200)}` : ""}`);
 }
 
+const CSRF_COOKIE = "flamesight_csrf";
+const SAFE_METHODS = new Set(["GET", "HEAD", "OPTIONS"]);
+
+/** The CSRF token the server set at login (a readable cookie), or "". */
+function csrfToken() {
+  for (const part of document.cookie.split(";")) {
+    const [name, ...rest] = part.trim().split("=");
+    if (name === CSRF_COOKIE) return decodeURIComponent(rest.join("="));
+  }
+  return "";
+}
+
+/**
+ * The headers every request carries: X-CSRF-Token on the ones that change
+ * something (the one place; uploads use it too).
+ */
+function withCsrf(method, headers = {}) {
+  const token = csrfToken();
+  if (!token || SAFE_METHODS.has((method || "GET").toUpperCase())) return headers;
+  return { ...headers, "X-CSRF-Token": token };
+}
+
+/** A 401 means the server wants a login: the app shows its login page. */
+function noticeStatus(status, url) {
+  if (status === 401 && !String(url).startsWith("/api/login")) {
+    document.dispatchEvent(new CustomEvent("flamesight:unauthenticated"));
+  }
+}
+
 async function request(url, options = {}) {
   let response;
   try {
-    response = await fetch(url, { credentials: "same-origin", ...options });
+    const headers = withCsrf(options.method, options.headers);
+    response = await fetch(url, { credentials: "same-origin", ...options, headers });
   } catch (error) {
     throw new ApiError(0, "network", `cannot reach the server: ${error.message}`);
   }
-  if (!response.ok) throw errorOf(response.status, await response.text());
+  if (!response.ok) {
+    noticeStatus(response.status, url);
+    throw errorOf(response.status, await response.text());
+  }
   return response;
+}
+
+function postJson(url, body) {
+  return request(url, {
+    method: "POST",
+    headers: { "Content-Type": "application/json" },
+    body: JSON.stringify(body),
+  });
 }
 
 export async function getJson(url) {
@@ -64,6 +105,7 @@ export function uploadTrace(file, onProgress) {
     const xhr = new XMLHttpRequest();
     xhr.open("POST", "/api/traces");
     xhr.responseType = "text";
+    for (const [name, value] of Object.entries(withCsrf("POST"))) xhr.setRequestHeader(name, value);
     xhr.upload.addEventListener("progress", (event) => {
       if (event.lengthComputable) onProgress(event.loaded / event.total);
     });
@@ -72,6 +114,7 @@ export function uploadTrace(file, onProgress) {
         onProgress(1);
         resolve(JSON.parse(xhr.responseText));
       } else {
+        noticeStatus(xhr.status, "/api/traces");
         reject(errorOf(xhr.status, xhr.responseText));
       }
     });
@@ -114,4 +157,93 @@ export function fetchLayout(traceId, profile, params) {
 
 export function fetchTop(traceId, profile, start, end) {
   return getJson(`/api/traces/${encodeURIComponent(traceId)}/top${query({ profile, start, end, by: "self", n: 0 })}`);
+}
+
+// --- accounts ------------------------------------------------------------------
+
+/** Who is asking ({id, name, via, single_user}); an ApiError with status 401 when a login is needed. */
+export async function getMe() {
+  let response;
+  try {
+    response = await fetch("/api/me", { credentials: "same-origin" });
+  } catch (error) {
+    throw new ApiError(0, "network", `cannot reach the server: ${error.message}`);
+  }
+  if (!response.ok) throw errorOf(response.status, await response.text());
+  return response.json();
+}
+
+export async function logIn(name, password) {
+  return (await postJson("/api/login", { name, password })).json();
+}
+
+export async function logOut() {
+  await request("/api/logout", { method: "POST" });
+}
+
+// --- Send to LLM ---------------------------------------------------------------
+
+export async function listPrompts() {
+  return (await getJson("/api/prompts")).prompts;
+}
+
+export async function listAnalyses(traceId) {
+  return (await getJson(`/api/traces/${encodeURIComponent(traceId)}/analyses`)).analyses;
+}
+
+export async function getAnalysisMarkdown(analysis) {
+  return (await request(analysis.markdown_url)).text();
+}
+
+/**
+ * POST analyze and read its server-sent events: `onText(piece)` for each
+ * piece of the answer; resolves with the stored analysis (the `done` event).
+ * A failure before the stream or an `error` event rejects with the server's message.
+ */
+export async function analyzeTrace(traceId, body, onText, signal) {
+  const response = await request(`/api/traces/${encodeURIComponent(traceId)}/analyze`, {
+    method: "POST",
+    headers: { "Content-Type": "application/json", Accept: "text/event-stream" },
+    body: JSON.stringify(body),
+    signal,
+  });
+  const reader = response.body.getReader();
+  const decoder = new TextDecoder();
+  let buffer = "";
+  let done = null;
+  const handle = (block) => {
+    let event = "message";
+    const data = [];
+    for (const line of block.split("\n")) {
+      if (line.startsWith("event:")) event = line.slice(6).trim();
+      else if (line.startsWith("data:")) data.push(line.slice(5).replace(/^ /, ""));
+    }
+    if (!data.length) return;
+    const document_ = JSON.parse(data.join("\n"));
+    if (event === "text") onText(document_.text);
+    else if (event === "done") done = document_;
+    else if (event === "error") {
+      const error = document_.error || {};
+      throw new ApiError(502, error.code || "model_failed", error.message || "the model failed");
+    }
+  };
+  for (;;) {
+    let chunk;
+    try {
+      chunk = await reader.read();
+    } catch (error) {
+      if (error.name === "AbortError") throw error;
+      throw new ApiError(0, "network", `the answer was cut off: ${error.message}`);
+    }
+    if (chunk.done) break;
+    buffer += decoder.decode(chunk.value, { stream: true }).replace(/\r\n/g, "\n");
+    let cut;
+    while ((cut = buffer.indexOf("\n\n")) >= 0) {
+      handle(buffer.slice(0, cut));
+      buffer = buffer.slice(cut + 2);
+    }
+  }
+  if (buffer.trim()) handle(buffer);
+  if (!done) throw new ApiError(0, "incomplete", "the answer ended before the server said it was complete");
+  return done;
 }

@@ -1,8 +1,12 @@
 // flamesight in the browser: the trace list at #/, a trace's viewer at
-// #/traces/<id> (optionally ?profile=<index>&max_samples=<n>). Plain ES
-// modules, no build step, nothing loaded from elsewhere.
+// #/traces/<id> (optionally ?profile=<index>&max_samples=<n>), the Send to
+// LLM dialog and the chat on the viewer, and a login page when the server
+// requires accounts (GET /api/me answers 401). Plain ES modules, no build
+// step, nothing loaded from elsewhere.
 
-import { getTrace } from "./api.js";
+import { getMe, getTrace, logIn, logOut } from "./api.js";
+import { ChatWindow } from "./chat.js";
+import { LlmDialog } from "./llm.js";
 import { TraceList } from "./traces.js";
 import { Viewer } from "./viewer.js";
 
@@ -23,7 +27,36 @@ function initialTheme() {
 
 const tracesPage = document.querySelector("#traces-page");
 const viewerPage = document.querySelector("#viewer-page");
+const loginPage = document.querySelector("#login-page");
+const accountSlot = document.querySelector("#account-slot");
 let viewer = null;
+let me = null; // who is logged in (or the single-user owner); null: the login page
+
+const chat = new ChatWindow();
+const dialog = new LlmDialog({
+  context: () => {
+    if (!viewer || !viewer.info) return null;
+    return {
+      traceId: viewer.traceId,
+      traceName: viewer.trace ? viewer.trace.name : viewer.traceId,
+      start: viewer.chartView.x0,
+      end: viewer.chartView.x1,
+      whole: viewer.end - viewer.start,
+      origin: viewer.start,
+      unit: viewer.unit,
+      profile: viewer.profileIndex,
+    };
+  },
+});
+
+const sendButton = document.createElement("button");
+sendButton.type = "button";
+sendButton.id = "send-to-llm";
+sendButton.className = "primary";
+sendButton.textContent = "Send to LLM";
+sendButton.title = "Ask a language model about the selected range";
+sendButton.addEventListener("click", () => dialog.open());
+document.querySelector("#toolbar-actions").append(sendButton);
 
 const traceList = new TraceList(tracesPage, {
   onOpen: (trace) => {
@@ -32,12 +65,17 @@ const traceList = new TraceList(tracesPage, {
 });
 
 async function route() {
+  if (me === null) return;
   const match = location.hash.match(/^#\/traces\/([^?]+)(?:\?(.*))?$/);
   if (viewer) {
     viewer.dispose();
     viewer = null;
   }
+  const llmDialog = document.querySelector("#llm-dialog");
+  if (llmDialog.open) llmDialog.close();
+  loginPage.hidden = true;
   if (!match) {
+    chat.setTrace(null);
     viewerPage.hidden = true;
     tracesPage.hidden = false;
     document.title = "flamesight";
@@ -54,11 +92,17 @@ async function route() {
     trace = await getTrace(traceId);
     document.title = `${trace.name} · flamesight`;
   } catch (error) {
+    chat.setTrace(null);
+    viewerPage.querySelector("#trace-name").textContent = "";
     const status = viewerPage.querySelector("#viewer-status");
-    status.textContent = error.message;
+    status.textContent = error.status === 404 ? `Not found: ${error.message}` : error.message;
     status.hidden = false;
+    viewerPage.dataset.failed = "true";
     return;
   }
+  delete viewerPage.dataset.failed;
+  viewerPage.querySelector("#viewer-status").hidden = true;
+  chat.setTrace(traceId);
   viewer = new Viewer(viewerPage, {
     traceId,
     trace,
@@ -75,6 +119,83 @@ document.querySelector("#theme-toggle").addEventListener("click", () => {
   applyTheme(next);
 });
 
+// --- accounts ------------------------------------------------------------------
+
+function showAccount() {
+  accountSlot.replaceChildren();
+  if (!me || me.single_user) return;
+  const name = document.createElement("span");
+  name.className = "account-name";
+  name.textContent = me.name;
+  const logout = document.createElement("button");
+  logout.type = "button";
+  logout.id = "logout";
+  logout.textContent = "Log out";
+  logout.addEventListener("click", async () => {
+    try {
+      await logOut();
+    } catch {
+      // the session may be gone already; the login page follows either way
+    }
+    showLogin();
+  });
+  accountSlot.append(name, logout);
+}
+
+function showLogin() {
+  me = null;
+  if (viewer) {
+    viewer.dispose();
+    viewer = null;
+  }
+  chat.setTrace(null);
+  const llmDialog = document.querySelector("#llm-dialog");
+  if (llmDialog.open) llmDialog.close();
+  accountSlot.replaceChildren();
+  tracesPage.hidden = true;
+  viewerPage.hidden = true;
+  loginPage.hidden = false;
+  document.title = "Log in · flamesight";
+  document.querySelector("#login-name").focus();
+}
+
+async function start() {
+  try {
+    me = await getMe();
+  } catch (error) {
+    if (error.status === 401) {
+      showLogin();
+      return;
+    }
+    me = { name: "", single_user: true }; // the pages will show what is wrong
+  }
+  showAccount();
+  await route();
+}
+
+document.querySelector("#login-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const failure = document.querySelector("#login-error");
+  const password = document.querySelector("#login-password");
+  const submit = document.querySelector("#login-submit");
+  failure.hidden = true;
+  submit.disabled = true;
+  try {
+    await logIn(document.querySelector("#login-name").value.trim(), password.value);
+    password.value = "";
+    await start();
+  } catch (error) {
+    failure.textContent = error.message;
+    failure.hidden = false;
+  } finally {
+    submit.disabled = false;
+  }
+});
+
+document.addEventListener("flamesight:unauthenticated", () => {
+  if (me !== null) showLogin();
+});
+
 applyTheme(initialTheme());
 window.addEventListener("hashchange", route);
-route();
+start();

@@ -1,0 +1,77 @@
+"""`flamesight worker`: runs the chat turns of fleet mode (arq on Redis).
+
+Start it with the same database, blob storage and Redis as `flamesight
+serve --redis-url ...`; any number of workers and web processes may share
+one Redis. Turns use the worker's own model endpoint settings
+(``FLAMESIGHT_LLM_*``, the config file). See docs/fleet.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+
+import click
+
+from flamesight.cli.commands import InputError, main
+from flamesight.cli.serve_command import data_location_options
+
+
+@main.command("worker")
+@click.option(
+    "--redis-url",
+    metavar="URL",
+    help="The Redis the web processes enqueue on, e.g. redis://host:6379/0 "
+    "(default: $FLAMESIGHT_REDIS_URL).",
+)
+@data_location_options
+@click.option(
+    "--cache-size",
+    metavar="SIZE",
+    help="Memory for parsed profiles, e.g. 4GiB (default: $FLAMESIGHT_CACHE_SIZE or 2GiB).",
+)
+@click.option(
+    "--max-jobs",
+    type=click.IntRange(1, 1000),
+    default=10,
+    show_default=True,
+    help="Chat turns this worker runs at once.",
+)
+def worker_command(
+    redis_url: str | None,
+    data_dir: Path | None,
+    database_url: str | None,
+    storage_dir: Path | None,
+    cache_size: str | None,
+    max_jobs: int,
+) -> None:
+    """Run chat turns for `flamesight serve --redis-url` (fleet mode) until stopped."""
+    from flamesight.server import Settings
+    from flamesight.server.fleet import run_worker
+
+    try:
+        settings = Settings.from_environment(
+            data_dir=data_dir,
+            database_url=database_url,
+            storage_dir=storage_dir,
+            cache_size=cache_size,
+            redis_url=redis_url,
+        )
+    except ValueError as error:
+        raise click.BadParameter(str(error)) from None
+    if not settings.redis_url:
+        raise InputError("a worker needs a Redis: give --redis-url or set FLAMESIGHT_REDIS_URL")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    click.echo(
+        f"flamesight worker: {max_jobs} turns at a time, queue on {_shown(settings.redis_url)}"
+    )
+    asyncio.run(run_worker(settings, max_jobs))
+
+
+def _shown(url: str) -> str:
+    """The URL without a password."""
+    if "@" in url:
+        scheme, _, rest = url.partition("://")
+        return f"{scheme}://{rest.rpartition('@')[2]}"
+    return url

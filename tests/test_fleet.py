@@ -1,0 +1,491 @@
+"""Fleet mode for real: `flamesight serve --redis-url` and `flamesight worker` subprocesses.
+
+Real Redis (the machine's on 127.0.0.1:6379, an empty database number of
+its own, flushed at the end; a private `redis-server` for the restart),
+real PostgreSQL (a new database per test), and the scripted model endpoint
+on loopback named by FLAMESIGHT_LLM_URL. Chat turns run on workers, a
+session is resumed through the other web process, a worker is killed in
+the middle of a turn, Redis is restarted under a running turn, and the
+database goes away behind a TCP proxy that the test cuts and restores.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx
+import pytest
+import redis
+from websockets.asyncio.client import connect
+
+from flamesight.server import Settings
+from flamesight.server.fleet import QUEUE_NAME
+from tests.live_server import LiveServer, free_port
+from tests.llm_servers import LoopbackServer, openai_stream, slow
+from tests.test_server_analyze import upload
+from tests.test_server_api import anyio_backend, fresh_postgres_database  # noqa: F401
+from tests.test_server_chat import receive, send, until_turn_ends
+
+pytestmark = pytest.mark.anyio
+
+SHARED_REDIS = os.environ.get("FLAMESIGHT_TEST_REDIS", "redis://127.0.0.1:6379")
+API_KEY = "sk-fleet-test-key-5e0c"
+START_TIMEOUT = 60.0
+FLAMESIGHT = [str(Path(sys.executable).with_name("flamesight"))]
+
+
+@pytest.fixture
+def redis_url() -> Iterator[str]:
+    """An empty database of the machine's Redis, flushed afterwards; a skip without Redis."""
+    try:
+        probe = redis.Redis.from_url(SHARED_REDIS, socket_connect_timeout=2)
+        probe.ping()
+    except redis.RedisError as error:
+        pytest.skip(f"Redis is not reachable at {SHARED_REDIS}: {error}")
+    for number in range(15, 0, -1):
+        client = redis.Redis.from_url(f"{SHARED_REDIS}/{number}")
+        if client.dbsize() == 0 and client.set("flamesight:test:claim", "1", nx=True):
+            break
+    else:
+        pytest.skip("no empty Redis database number to test in")
+    try:
+        yield f"{SHARED_REDIS}/{number}"
+    finally:
+        client.flushdb()
+
+
+@pytest.fixture
+async def database_url() -> AsyncIterator[str]:
+    """A new PostgreSQL database (a skip without the server)."""
+    async with fresh_postgres_database() as url:
+        yield url
+
+
+@pytest.fixture
+def model() -> Iterator[LoopbackServer]:
+    """The scripted model: a short streamed answer unless a test scripts another."""
+    with LoopbackServer(openai_stream(["Fine ", "answer."])) as server:
+        yield server
+
+
+class Process:
+    """A `flamesight` subprocess, its output in a file."""
+
+    def __init__(self, args: list[str], env: dict[str, str], log: Path) -> None:
+        self.args = args
+        self.log = log
+        with log.open("ab") as out:
+            self.popen = subprocess.Popen(
+                [*FLAMESIGHT, *args], env=env, stdout=out, stderr=subprocess.STDOUT
+            )
+
+    def output(self) -> str:
+        """What the process printed so far."""
+        return self.log.read_text(errors="replace")
+
+    def stop(self) -> None:
+        """SIGTERM, then SIGKILL if it lingers."""
+        if self.popen.poll() is None:
+            self.popen.send_signal(signal.SIGTERM)
+            try:
+                self.popen.wait(15)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait(5)
+
+    def kill(self) -> None:
+        """kill -9."""
+        self.popen.kill()
+        self.popen.wait(5)
+
+
+class Fleet:
+    """Web processes and workers on one Redis, one database, one data folder."""
+
+    def __init__(self, tmp: Path, redis_url: str, database_url: str, model_url: str) -> None:
+        self.tmp = tmp
+        self.redis_url = redis_url
+        self.database_url = database_url
+        self.processes: list[Process] = []
+        self.env = {
+            **os.environ,
+            "FLAMESIGHT_LLM_URL": model_url + "/v1",
+            "FLAMESIGHT_LLM_API_KEY": API_KEY,
+            "XDG_CONFIG_HOME": str(tmp / "config"),
+        }
+        self.common = [
+            "--data-dir",
+            str(tmp / "data"),
+            "--database-url",
+            database_url,
+            "--redis-url",
+            redis_url,
+        ]
+
+    def web(self) -> str:
+        """Start `flamesight serve` on a free port; its URL once it answers."""
+        port = free_port()
+        log = self.tmp / f"web-{port}.log"
+        process = Process(["serve", "--port", str(port), *self.common], self.env, log)
+        self.processes.append(process)
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + START_TIMEOUT
+        while True:
+            assert process.popen.poll() is None, process.output()
+            try:
+                if httpx.get(url + "/api/traces", timeout=2).status_code == 200:
+                    return url
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, process.output()
+            time.sleep(0.1)
+
+    def worker(self) -> Process:
+        """Start `flamesight worker`; it once it polls the queue."""
+        log = self.tmp / f"worker-{len(self.processes)}.log"
+        process = Process(["worker", *self.common], self.env, log)
+        self.processes.append(process)
+        deadline = time.monotonic() + START_TIMEOUT
+        while "Starting worker" not in process.output() or not _health_checked(self.redis_url):
+            assert process.popen.poll() is None, process.output()
+            assert time.monotonic() < deadline, process.output()
+            time.sleep(0.1)
+        return process
+
+    def stop(self) -> None:
+        """Stop every process."""
+        for process in self.processes:
+            process.stop()
+
+
+def _health_checked(redis_url: str) -> bool:
+    try:
+        return bool(redis.Redis.from_url(redis_url).exists(f"{QUEUE_NAME}:health-check"))
+    except redis.RedisError:
+        return False
+
+
+@pytest.fixture
+def fleet(
+    tmp_path: Path, redis_url: str, database_url: str, model: LoopbackServer
+) -> Iterator[Fleet]:
+    """A fleet on the machine's Redis and a new PostgreSQL database (processes started by tests)."""
+    running = Fleet(tmp_path, redis_url, database_url, model.url)
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+def ws_url(url: str) -> str:
+    """The chat socket of a web process."""
+    return url.replace("http://", "ws://") + "/ws/chat"
+
+
+async def new_trace(url: str) -> str:
+    """Upload the example profile through `url`; its trace id."""
+    async with httpx.AsyncClient(base_url=url, timeout=60) as client:
+        return await upload(client)
+
+
+async def test_turns_run_on_workers_and_resume_through_the_other_web_process(
+    fleet: Fleet, model: LoopbackServer
+) -> None:
+    first, second = fleet.web(), fleet.web()
+    fleet.worker()
+    fleet.worker()
+    trace_id = await new_trace(first)
+    async with connect(ws_url(first)) as socket_:
+        await send(socket_, type="start_analysis", traceId=trace_id, url="http://127.0.0.1:1/v1")
+        refused = await receive(socket_)
+        assert refused["type"] == "error" and "worker" in refused["message"]
+        await send(socket_, type="start_analysis", traceId=trace_id)
+        ack = await receive(socket_)
+        assert ack["type"] == "connection_ack" and ack["seq"] == 0
+        turns = []
+        for prompt in ("First?", "Second?", "Third?"):
+            await send(socket_, type="user_prompt", prompt=prompt)
+            turns += await until_turn_ends(socket_)
+            assert turns[-1]["type"] == "model_response_end", turns[-1]
+        # A slow answer: the socket goes away, the other web process resumes the session.
+        model.script(slow(2, openai_stream([f"piece {n} " for n in range(20)])))
+        await send(socket_, type="user_prompt", prompt="Slow one?")
+        before = [await receive(socket_)]
+    assert before[0]["type"] == "waiting_for_model"
+    async with connect(ws_url(second)) as socket_:
+        await send(socket_, type="resume", sessionId=ack["sessionId"], afterSeq=before[-1]["seq"])
+        resumed = await receive(socket_)
+        assert resumed["type"] == "connection_ack" and resumed["resumed"] is True
+        after = await until_turn_ends(socket_)
+    seen = turns + before + after
+    assert [event["seq"] for event in seen] == list(range(1, len(seen) + 1))
+    assert seen[-1]["type"] == "model_response_end"
+    async with connect(ws_url(second)) as socket_:
+        await send(socket_, type="resume", sessionId=ack["sessionId"], afterSeq=0)
+        await receive(socket_)
+        replayed = [await receive(socket_) for _ in seen]
+        assert replayed == seen
+        await send(socket_, type="start_analysis", traceId=trace_id)
+        history = (await receive(socket_))["history"]
+    assert [m["content"] for m in history if m["role"] == "user"] == [
+        "First?",
+        "Second?",
+        "Third?",
+        "Slow one?",
+    ]
+    assert len([m for m in history if m["role"] == "assistant"]) == 4
+    workers = [p for p in fleet.processes if p.args[0] == "worker"]
+    assert sum(p.output().count("chat_turn") for p in workers) >= 4
+
+
+async def test_a_worker_killed_mid_turn_ends_the_turn_with_an_error(
+    fleet: Fleet, model: LoopbackServer
+) -> None:
+    web = fleet.web()
+    worker = fleet.worker()
+    trace_id = await new_trace(web)
+    model.script(slow(120, openai_stream(["never sent"])))
+    async with connect(ws_url(web)) as socket_:
+        await send(socket_, type="start_analysis", traceId=trace_id)
+        await receive(socket_)
+        await send(socket_, type="user_prompt", prompt="Will you answer?")
+        assert (await receive(socket_))["type"] == "waiting_for_model"
+        with anyio.fail_after(30):
+            while not model.requests:
+                await anyio.sleep(0.05)
+        worker.kill()
+        killed_at = time.monotonic()
+        with anyio.fail_after(30):
+            failed = await until_turn_ends(socket_)
+        assert time.monotonic() - killed_at < 20
+        assert failed[-1]["type"] == "error" and "worker" in failed[-1]["message"]
+        fleet.worker()
+        await send(socket_, type="user_prompt", prompt="Now?")
+        with anyio.fail_after(60):
+            worked = await until_turn_ends(socket_)
+        assert worked[-1]["type"] == "model_response_end", worked
+        await send(socket_, type="start_analysis", traceId=trace_id)
+        history = (await receive(socket_))["history"]
+    assert [(m["role"], m["content"]) for m in history] == [
+        ("user", "Will you answer?"),
+        ("user", "Now?"),
+        ("assistant", "Fine answer."),
+    ]
+
+
+async def test_a_slow_model_times_out_without_holding_up_other_sessions(
+    fleet: Fleet, model: LoopbackServer
+) -> None:
+    config = fleet.tmp / "config" / "flamesight" / "config.toml"
+    config.parent.mkdir(parents=True)
+    config.write_text("[llm]\ntimeout = 4\nmax_retries = 0\n")
+    web = fleet.web()
+    fleet.worker()
+    trace_id = await new_trace(web)
+    model.script(slow(60, openai_stream(["too late"])))
+    async with connect(ws_url(web)) as stuck, connect(ws_url(web)) as other:
+        await send(stuck, type="start_analysis", traceId=trace_id, newSession=True)
+        await receive(stuck)
+        await send(other, type="start_analysis", traceId=trace_id, newSession=True)
+        await receive(other)
+        await send(stuck, type="user_prompt", prompt="Slow?")
+        with anyio.fail_after(30):
+            while not model.requests:
+                await anyio.sleep(0.05)
+        asked_at = time.monotonic()
+        await send(other, type="user_prompt", prompt="Quick?")
+        with anyio.fail_after(30):
+            quick = await until_turn_ends(other)
+        assert quick[-1]["type"] == "model_response_end", quick
+        with anyio.fail_after(30):
+            failed = await until_turn_ends(stuck)
+        assert failed[-1]["type"] == "error", failed
+        assert time.monotonic() - asked_at < 20
+        await send(stuck, type="user_prompt", prompt="Again?")
+        with anyio.fail_after(30):
+            again = await until_turn_ends(stuck)
+        assert again[-1]["type"] == "model_response_end", again
+
+
+class PrivateRedis:
+    """A `redis-server` of this test's own on a free port, with no persistence."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.port = free_port()
+        self.tmp = tmp
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        """redis://127.0.0.1:PORT/0"""
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        """Start it and wait until it answers."""
+        args = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1"]
+        args += ["--save", "", "--appendonly", "no", "--daemonize", "no", "--dir", str(self.tmp)]
+        self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                redis.Redis.from_url(self.url).ping()
+                return
+            except redis.RedisError:
+                assert time.monotonic() < deadline, "redis-server did not start"
+                time.sleep(0.05)
+
+    def kill(self) -> None:
+        """kill -9 (everything it held is gone: no persistence)."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(5)
+
+
+@pytest.fixture
+def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
+    """A private Redis (a skip when redis-server is not installed)."""
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server is not installed")
+    server = PrivateRedis(tmp_path)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.kill()
+
+
+async def test_a_restarted_redis_loses_no_event_of_a_running_turn(
+    tmp_path: Path, private_redis: PrivateRedis, database_url: str, model: LoopbackServer
+) -> None:
+    fleet = Fleet(tmp_path, private_redis.url, database_url, model.url)
+    try:
+        web = fleet.web()
+        fleet.worker()
+        trace_id = await new_trace(web)
+        model.script(slow(4, openai_stream([f"part {n} " for n in range(10)])))
+        async with connect(ws_url(web)) as socket_:
+            await send(socket_, type="start_analysis", traceId=trace_id)
+            await receive(socket_)
+            await send(socket_, type="user_prompt", prompt="Through a restart?")
+            first = await receive(socket_)
+            with anyio.fail_after(30):
+                while not model.requests:
+                    await anyio.sleep(0.05)
+            private_redis.kill()
+            await anyio.sleep(1)
+            private_redis.start()
+            with anyio.fail_after(60):
+                rest = await until_turn_ends(socket_)
+            seen = [first, *rest]
+            assert [event["seq"] for event in seen] == list(range(1, len(seen) + 1)), seen
+            assert seen[-1]["type"] == "model_response_end", seen
+            text = "".join(e["text"] for e in seen if e["type"] == "model_chunk_append")
+            assert text == "".join(f"part {n} " for n in range(10))
+            await send(socket_, type="user_prompt", prompt="And after?")
+            with anyio.fail_after(60):
+                after = await until_turn_ends(socket_)
+            assert after[-1]["type"] == "model_response_end", after
+            assert after[0]["seq"] == seen[-1]["seq"] + 1
+    finally:
+        fleet.stop()
+
+
+class CuttableProxy:
+    """A TCP proxy on loopback to `target`; `cut` drops every connection and refuses new ones."""
+
+    def __init__(self, target: tuple[str, int]) -> None:
+        self.target = target
+        self.port = free_port()
+        self.sockets: set[socket.socket] = set()
+        self.lock = threading.Lock()
+        self.listener: socket.socket | None = None
+
+    def restore(self) -> None:
+        """Listen (again) on the same port."""
+        listener = socket.create_server(("127.0.0.1", self.port), reuse_port=False)
+        self.listener = listener
+        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
+
+    def cut(self) -> None:
+        """Stop listening and close every proxied connection."""
+        if self.listener is not None:
+            with _suppress_os():
+                self.listener.shutdown(socket.SHUT_RDWR)  # wakes the accepting thread
+            self.listener.close()
+            self.listener = None
+        with self.lock:
+            for sock in self.sockets:
+                with _suppress_os():
+                    sock.shutdown(socket.SHUT_RDWR)
+                sock.close()
+            self.sockets.clear()
+
+    def _accept(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return
+            try:
+                upstream = socket.create_connection(self.target, timeout=5)
+            except OSError:
+                client.close()
+                continue
+            upstream.settimeout(None)
+            with self.lock:
+                self.sockets |= {client, upstream}
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    def _pump(self, source: socket.socket, sink: socket.socket) -> None:
+        with _suppress_os():
+            while data := source.recv(65536):
+                sink.sendall(data)
+        with _suppress_os():
+            sink.shutdown(socket.SHUT_WR)
+
+
+class _suppress_os:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: Any, *_: Any) -> bool:
+        return kind is not None and issubclass(kind, OSError)
+
+
+async def test_a_database_outage_answers_503_and_then_recovers(
+    tmp_path: Path, database_url: str
+) -> None:
+    prefix, _, rest = database_url.partition("@")
+    hostport, _, name = rest.partition("/")
+    host, _, port = hostport.partition(":")
+    proxy = CuttableProxy((host, int(port or 5432)))
+    proxy.restore()
+    proxied = f"{prefix}@127.0.0.1:{proxy.port}/{name}"
+    try:
+        with LiveServer(Settings(data_dir=tmp_path / "data", database_url=proxied)) as live:
+            async with httpx.AsyncClient(base_url=live.url, timeout=30) as client:
+                assert (await client.get("/api/traces")).status_code == 200
+                proxy.cut()
+                for _ in range(2):
+                    down = await client.get("/api/traces")
+                    assert down.status_code == 503, down.text
+                    assert down.json()["error"]["code"] == "unavailable"
+                proxy.restore()
+                back = await client.get("/api/traces")
+                assert back.status_code == 200, back.text
+                trace_id = await upload(client)
+                assert (await client.get(f"/api/traces/{trace_id}")).status_code == 200
+    finally:
+        proxy.cut()
