@@ -137,15 +137,15 @@ def _load_document(data: bytes) -> object:
         end = data.find(b"]", match.end()) if match else -1
         if end < 0:
             continue
-        text = data[match.end() : end]
-        array = _plain_number_list(text, dtype)
+        array = _plain_number_list(data[match.end() : end], dtype)
         if array is not None:
             lifted[key] = array
             spans.append((match.end(), end))
+    view = memoryview(data)  # pieces without copies; only their join is one
     for start, end in sorted(spans):
-        pieces.append(data[done:start])
+        pieces.append(view[done:start])
         done = end
-    pieces.append(data[done:])
+    pieces.append(view[done:])
     try:
         document = orjson.loads(b"".join(pieces) if spans else data)
         if not spans:

@@ -15,7 +15,9 @@ Decoded with the `protobuf` package from the published schema
   with the mapping's file name as its file.
 - Each distinct encoded sample is decoded once (a profile of millions of
   samples repeats a few thousand), from `ProfileWithEncodedSamples`, which
-  reads the same bytes as `Profile` but keeps samples encoded.
+  reads the same bytes as `Profile` but keeps samples encoded. The message
+  is dropped as soon as the encodings are collected, and the profiles of the
+  sample types share one stack column, to keep the peak memory low.
 - pprof has no timestamps: samples are laid end to end in file order, each
   weighted by its value. Zero values are skipped; negative values (a profile
   made by ``pprof -diff_base``) are refused, since a weight is a length of time.
@@ -131,9 +133,10 @@ def parse(data: bytes, name: str) -> ProfileGroup:
         for location, fields in _location_frames(message, string).items()
     }
     sample_of_encoding, distinct = _distinct_samples(message.sample)
+    period = message.period
+    del message  # all that is needed now is in `distinct`, `frames` and `strings`
     distinct_stacks = np.empty(len(distinct), np.int64)
     distinct_values = np.zeros((len(distinct), len(sample_types)), np.int64)
-    stack_of_locations: dict[tuple[int, ...], int] = {}
     for index, encoded in enumerate(distinct):
         try:
             sample = pprof_pb2.Sample.FromString(encoded)
@@ -146,40 +149,46 @@ def parse(data: bytes, name: str) -> ProfileGroup:
                 f"sample[{int(np.argmax(sample_of_encoding == index))}].value",
                 f"{len(sample.value)} values for {len(sample_types)} sample types",
             )
-        locations = tuple(sample.location_id)
-        stack = stack_of_locations.get(locations)
-        if stack is None:
-            stack = stack_of_locations[locations] = _stack_id(builder, frames, locations)
-        distinct_stacks[index] = stack
+        distinct_stacks[index] = _stack_id(builder, frames, sample.location_id)
         distinct_values[index] = sample.value
-    stacks = distinct_stacks[sample_of_encoding]
-    values = distinct_values[sample_of_encoding]
+    # Free the distinct encodings and the builder's interning tables before
+    # the per-sample arrays are made.
+    del distinct, frames
     tables = builder.build()
+    del builder
+    # One stack column for all sample types (shared when no sample is dropped).
+    stacks = distinct_stacks.astype(np.int32)[sample_of_encoding]
 
     profiles = []
     for rank, type_index in enumerate(order):
         kind, unit_name = sample_types[type_index]
-        weights = values[:, type_index]
-        if np.any(weights < 0):
-            sample = int(np.flatnonzero(weights < 0)[0])
+        distinct_weights = distinct_values[:, type_index]
+        negative = distinct_weights < 0
+        if negative.any():
+            sample = int(np.argmax(negative[sample_of_encoding]))
             raise FormatError(
                 TITLE,
                 f"sample[{sample}].value[{type_index}]",
                 "negative sample value (a diff profile); flamesight reads only non-negative weights",
             )
+        weights = distinct_weights.astype(np.float64)[sample_of_encoding]
         keep = weights > 0
-        kept = weights[keep].astype(np.float64)
-        ends = np.cumsum(kept)
+        type_stacks = stacks
+        if not keep.all():
+            weights, type_stacks = weights[keep], stacks[keep]
+        del keep
+        times = np.cumsum(weights)
+        times -= weights  # samples laid end to end: each starts where the previous one ends
         metadata: dict[str, object] = {"sample_type": kind, "sample_unit": unit_name}
-        if message.period:
-            metadata["period"] = message.period
+        if period:
+            metadata["period"] = period
         profiles.append(
             Profile(
                 name=name if rank == 0 else f"{name} ({kind}, {unit_name})",
                 unit=_unit(unit_name),
                 frames=tables.frames,
                 stacks=tables.stacks,
-                samples=Samples(stacks[keep].astype(np.int32), ends - kept, kept),
+                samples=Samples(type_stacks, times, weights),
                 metadata=metadata,
             )
         )
@@ -266,7 +275,7 @@ def _location_frames(
 
 
 def _stack_id(
-    builder: ProfileBuilder, frame_of_location: dict[int, int], locations: tuple[int, ...]
+    builder: ProfileBuilder, frame_of_location: dict[int, int], locations: Sequence[int]
 ) -> int:
     """The builder's stack for a sample's location ids (given leaf first)."""
     stack = -1
