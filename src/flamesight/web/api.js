@@ -143,20 +143,50 @@ export function decodeViewer(buffer) {
   return { header, arrays };
 }
 
-export async function fetchViewer(traceId, profile, maxSamples) {
-  const response = await request(
-    `/api/traces/${encodeURIComponent(traceId)}/viewer${query({ profile, max_samples: maxSamples })}`,
-  );
+/** Where a trace's read endpoints live (`/viewer`, `/layout`, `/top`, ...). */
+export function traceData(traceId) {
+  return `/api/traces/${encodeURIComponent(traceId)}`;
+}
+
+/** The same read endpoints of the one trace a share link opens. */
+export function sharedData(token) {
+  return `/api/shared/${encodeURIComponent(token)}`;
+}
+
+/** `data` is where the trace's read endpoints live: traceData(id) or sharedData(token). */
+export async function fetchViewer(data, profile, maxSamples) {
+  const response = await request(`${data}/viewer${query({ profile, max_samples: maxSamples })}`);
   return decodeViewer(await response.arrayBuffer());
 }
 
 /** A viewport laid out by the server: {view, start, end, width, start_depth, levels, function}. */
-export function fetchLayout(traceId, profile, params) {
-  return getJson(`/api/traces/${encodeURIComponent(traceId)}/layout${query({ profile, ...params })}`);
+export function fetchLayout(data, profile, params) {
+  return getJson(`${data}/layout${query({ profile, ...params })}`);
 }
 
-export function fetchTop(traceId, profile, start, end) {
-  return getJson(`/api/traces/${encodeURIComponent(traceId)}/top${query({ profile, start, end, by: "self", n: 0 })}`);
+export function fetchTop(data, profile, start, end) {
+  return getJson(`${data}/top${query({ profile, start, end, by: "self", n: 0 })}`);
+}
+
+// --- share links ---------------------------------------------------------------
+
+/** The shared trace's metadata; an ApiError with status 404 when the link is unknown or revoked. */
+export function getShared(token) {
+  return getJson(sharedData(token));
+}
+
+/** A new share link ({id, token, url, created_at}): its token is shown only now. */
+export async function createShareLink(traceId) {
+  return (await request(`${traceData(traceId)}/share`, { method: "POST" })).json();
+}
+
+/** The trace's share links, without their tokens: [{id, created_at}]. */
+export async function listShareLinks(traceId) {
+  return (await getJson(`${traceData(traceId)}/share`)).links;
+}
+
+export async function revokeShareLink(traceId, shareId) {
+  await request(`${traceData(traceId)}/share/${encodeURIComponent(shareId)}`, { method: "DELETE" });
 }
 
 // --- accounts ------------------------------------------------------------------

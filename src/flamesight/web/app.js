@@ -1,10 +1,11 @@
 // flamesight in the browser: the trace list at #/, a trace's viewer at
 // #/traces/<id> (optionally ?profile=<index>&max_samples=<n>), the Send to
-// LLM dialog and the chat on the viewer, and a login page when the server
+// LLM dialog and the chat on the viewer, a share link's read-only viewer at
+// #/shared/<token> (no login needed), and a login page when the server
 // requires accounts (GET /api/me answers 401). Plain ES modules, no build
 // step, nothing loaded from elsewhere.
 
-import { getMe, getTrace, logIn, logOut } from "./api.js";
+import { getMe, getShared, getTrace, logIn, logOut, sharedData } from "./api.js";
 import { ChatWindow } from "./chat.js";
 import { LlmDialog } from "./llm.js";
 import { TraceList } from "./traces.js";
@@ -35,7 +36,7 @@ let me = null; // who is logged in (or the single-user owner); null: the login p
 const chat = new ChatWindow();
 const dialog = new LlmDialog({
   context: () => {
-    if (!viewer || !viewer.info) return null;
+    if (!viewer || !viewer.info || viewer.shared) return null;
     return {
       traceId: viewer.traceId,
       traceName: viewer.trace ? viewer.trace.name : viewer.traceId,
@@ -64,8 +65,22 @@ const traceList = new TraceList(tracesPage, {
   },
 });
 
+const SHARED_ROUTE = /^#\/shared\/([^?]+)(?:\?(.*))?$/;
+
+/** Read only (a share link) or the owner's viewer: the controls that change things follow. */
+function setReadOnly(readOnly) {
+  document.body.dataset.mode = readOnly ? "shared" : "";
+  sendButton.hidden = readOnly;
+  viewerPage.querySelector(".back").hidden = readOnly;
+}
+
 async function route() {
-  if (me === null) return;
+  const shared = location.hash.match(SHARED_ROUTE);
+  if (me === null && !shared) {
+    if (!loginPage.hidden) return;
+    await start(); // the login page, unless a session turned up
+    return;
+  }
   const match = location.hash.match(/^#\/traces\/([^?]+)(?:\?(.*))?$/);
   if (viewer) {
     viewer.dispose();
@@ -74,6 +89,11 @@ async function route() {
   const llmDialog = document.querySelector("#llm-dialog");
   if (llmDialog.open) llmDialog.close();
   loginPage.hidden = true;
+  setReadOnly(Boolean(shared));
+  if (shared) {
+    await openShared(decodeURIComponent(shared[1]), new URLSearchParams(shared[2] || ""));
+    return;
+  }
   if (!match) {
     chat.setTrace(null);
     viewerPage.hidden = true;
@@ -109,6 +129,42 @@ async function route() {
     profile: params.get("profile") ?? undefined,
     maxSamples: params.get("max_samples") ?? undefined,
   });
+  window.__flamesightViewer = viewer;
+  await viewer.open(params.get("profile") ?? undefined);
+}
+
+/** The viewer, read only, of the one trace a share link opens. */
+async function openShared(token, params) {
+  chat.setTrace(null);
+  tracesPage.hidden = true;
+  viewerPage.hidden = false;
+  viewerPage.dataset.ready = "false";
+  const status = viewerPage.querySelector("#viewer-status");
+  let trace;
+  try {
+    trace = await getShared(token);
+  } catch (error) {
+    viewerPage.querySelector("#trace-name").textContent = "";
+    status.textContent = error.status === 404 ? "This link is not valid" : error.message;
+    status.hidden = false;
+    viewerPage.dataset.failed = "true";
+    document.title = "flamesight";
+    return;
+  }
+  delete viewerPage.dataset.failed;
+  status.hidden = true;
+  document.title = `${trace.name} · shared · flamesight`;
+  viewer = new Viewer(viewerPage, {
+    traceId: trace.id,
+    data: sharedData(token),
+    trace,
+    profile: params.get("profile") ?? undefined,
+    maxSamples: params.get("max_samples") ?? undefined,
+    onError: (error) => {
+      if (error.status === 404) status.textContent = "This link is not valid";
+    },
+  });
+  viewer.shared = true;
   window.__flamesightViewer = viewer;
   await viewer.open(params.get("profile") ?? undefined);
 }
@@ -164,7 +220,13 @@ async function start() {
     me = await getMe();
   } catch (error) {
     if (error.status === 401) {
-      showLogin();
+      me = null;
+      if (SHARED_ROUTE.test(location.hash)) {
+        accountSlot.replaceChildren();
+        await route(); // a share link needs no login
+      } else {
+        showLogin();
+      }
       return;
     }
     me = { name: "", single_user: true }; // the pages will show what is wrong

@@ -1,8 +1,9 @@
 // The trace list: upload (drag and drop or the file picker, with progress),
-// the caller's traces with name, format, size and date, open and delete.
+// the caller's traces with name, format, size and date, open, delete and
+// share (create a read-only link, copy it, list and revoke the links).
 // A refused upload shows the server's reason and leaves the list as it was.
 
-import { deleteTrace, listTraces, uploadTrace } from "./api.js";
+import { createShareLink, deleteTrace, listShareLinks, listTraces, revokeShareLink, uploadTrace } from "./api.js";
 import { formatDate, formatSize } from "./format.js";
 
 export class TraceList {
@@ -101,8 +102,130 @@ export class TraceList {
       }
       await this.refresh();
     });
-    actions.append(open, remove);
+    const share = document.createElement("button");
+    share.type = "button";
+    share.textContent = "Share";
+    share.className = "share";
+    share.setAttribute("aria-expanded", "false");
+    share.addEventListener("click", () => this.toggleShare(tr, trace, share));
+    actions.append(open, share, remove);
     return tr;
+  }
+
+  /** The share panel under a trace's row: a new link (copyable), the existing links, revoke. */
+  async toggleShare(tr, trace, button) {
+    const next = tr.nextElementSibling;
+    if (next && next.classList.contains("share-row")) {
+      next.remove();
+      button.setAttribute("aria-expanded", "false");
+      return;
+    }
+    button.setAttribute("aria-expanded", "true");
+    const row = document.createElement("tr");
+    row.className = "share-row";
+    row.dataset.trace = trace.id;
+    const td = document.createElement("td");
+    td.colSpan = 5;
+    const panel = document.createElement("div");
+    panel.className = "share-panel";
+    const create = document.createElement("button");
+    create.type = "button";
+    create.className = "share-create primary";
+    create.textContent = "Create share link";
+    const hint = document.createElement("span");
+    hint.className = "hint";
+    hint.textContent = "Anyone with the link can view this trace, read only, until it is revoked.";
+    const made = document.createElement("div");
+    made.className = "share-new";
+    made.hidden = true;
+    const url = document.createElement("input");
+    url.type = "text";
+    url.readOnly = true;
+    url.className = "share-url";
+    url.setAttribute("aria-label", "Share link");
+    const copy = document.createElement("button");
+    copy.type = "button";
+    copy.className = "share-copy";
+    copy.textContent = "Copy";
+    const note = document.createElement("span");
+    note.className = "hint share-note";
+    note.textContent = "Shown only now: copy it.";
+    made.append(url, copy, note);
+    const error = document.createElement("p");
+    error.className = "error share-error";
+    error.setAttribute("role", "alert");
+    error.hidden = true;
+    const list = document.createElement("ul");
+    list.className = "share-links";
+    const head = document.createElement("div");
+    head.className = "share-head";
+    head.append(create, hint);
+    panel.append(head, made, error, list);
+    td.append(panel);
+    row.append(td);
+    tr.after(row);
+
+    const fail = (failure) => {
+      error.textContent = failure.message;
+      error.hidden = false;
+    };
+    const load = async () => {
+      try {
+        const links = await listShareLinks(trace.id);
+        list.replaceChildren(...links.map((link) => this.shareLinkItem(trace, link, load, fail)));
+        row.dataset.links = String(links.length);
+      } catch (failure) {
+        fail(failure);
+      }
+    };
+    create.addEventListener("click", async () => {
+      error.hidden = true;
+      create.disabled = true;
+      try {
+        const link = await createShareLink(trace.id);
+        url.value = `${location.origin}${location.pathname}#/shared/${encodeURIComponent(link.token)}`;
+        made.hidden = false;
+        note.textContent = "Shown only now: copy it.";
+        url.select();
+      } catch (failure) {
+        fail(failure);
+      } finally {
+        create.disabled = false;
+      }
+      await load();
+    });
+    copy.addEventListener("click", async () => {
+      try {
+        await navigator.clipboard.writeText(url.value);
+      } catch {
+        url.select();
+        document.execCommand("copy");
+      }
+      note.textContent = "Copied.";
+    });
+    await load();
+  }
+
+  shareLinkItem(trace, link, reload, fail) {
+    const item = document.createElement("li");
+    item.dataset.id = link.id;
+    const label = document.createElement("span");
+    label.textContent = `Link created ${formatDate(link.created_at)}`;
+    const revoke = document.createElement("button");
+    revoke.type = "button";
+    revoke.className = "share-revoke";
+    revoke.textContent = "Revoke";
+    revoke.addEventListener("click", async () => {
+      revoke.disabled = true;
+      try {
+        await revokeShareLink(trace.id, link.id);
+      } catch (failure) {
+        fail(failure);
+      }
+      await reload();
+    });
+    item.append(label, revoke);
+    return item;
   }
 
   showError(message) {

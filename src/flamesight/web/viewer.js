@@ -7,7 +7,7 @@
 // and every viewport is laid out by the server, the last layout being drawn
 // at the current viewport until the next one arrives.
 
-import { fetchLayout, fetchTop, fetchViewer } from "./api.js";
+import { fetchLayout, fetchTop, fetchViewer, traceData } from "./api.js";
 import { FlameCanvas, ROW_HEIGHT, themeColours } from "./flame.js";
 import { formatPercent, formatRange, formatValue } from "./format.js";
 import { GrowingFunctions, LocalProfile, rowsOfLayout } from "./model.js";
@@ -33,9 +33,14 @@ function niceStep(span, pixels, minPixels) {
 }
 
 export class Viewer {
-  constructor(root, { traceId, trace, profile, maxSamples, onError }) {
+  /**
+   * `data` is where the trace's read endpoints live (api.js's traceData(id),
+   * the default, or sharedData(token) for a share link).
+   */
+  constructor(root, { traceId, data, trace, profile, maxSamples, onError }) {
     this.root = root;
     this.traceId = traceId;
+    this.data = data || traceData(traceId);
     this.trace = trace;
     this.requestedProfile = profile;
     this.maxSamples = maxSamples;
@@ -110,7 +115,7 @@ export class Viewer {
     status.hidden = false;
     let document_;
     try {
-      document_ = await fetchViewer(this.traceId, profile, this.maxSamples);
+      document_ = await fetchViewer(this.data, profile, this.maxSamples);
     } catch (error) {
       status.textContent = error.message;
       if (this.onError) this.onError(error);
@@ -204,7 +209,7 @@ export class Viewer {
       this.requestDraw();
     } else {
       const serial = (this.graphSerial = (this.graphSerial || 0) + 1);
-      fetchLayout(this.traceId, this.profileIndex, { view: "flamegraph", start, end, width: this.chartWidth() })
+      fetchLayout(this.data, this.profileIndex, { view: "flamegraph", start, end, width: this.chartWidth() })
         .then((layout) => {
           if (serial !== this.graphSerial || this.disposed) return;
           this.graphRows = rowsOfLayout(layout, this.functions).rows;
@@ -515,7 +520,7 @@ export class Viewer {
     const startDepth = Math.floor(scrollTop / ROW_HEIGHT);
     const levels = Math.ceil(height / ROW_HEIGHT) + 1;
     const serial = ++this.layoutSerial;
-    fetchLayout(this.traceId, this.profileIndex, {
+    fetchLayout(this.data, this.profileIndex, {
       view: "flamechart",
       start: x0,
       end: x1,
@@ -535,7 +540,7 @@ export class Viewer {
 
   fetchOverview() {
     const width = Math.max(16, Math.round(this.overviewCanvas.clientWidth || 1200));
-    fetchLayout(this.traceId, this.profileIndex, { view: "flamechart", width, levels: Math.floor(OVERVIEW_HEIGHT / 2) })
+    fetchLayout(this.data, this.profileIndex, { view: "flamechart", width, levels: Math.floor(OVERVIEW_HEIGHT / 2) })
       .then((layout) => {
         if (this.disposed) return;
         this.overview.setRows(rowsOfLayout(layout, this.functions).rows, this.functions);
@@ -563,7 +568,7 @@ export class Viewer {
       this.renderTable();
       if (this.selectedFunction !== null) this.selectFunction(this.selectedFunction);
     } else {
-      fetchTop(this.traceId, this.profileIndex, start, end)
+      fetchTop(this.data, this.profileIndex, start, end)
         .then((top) => {
           const ids = top.functions.map((f) => this.functions.add(f.name, f.file, f.line ?? -1));
           const self = new Float64Array(this.functions.length);
@@ -635,7 +640,7 @@ export class Viewer {
     } else {
       const file = this.functions.files[fn];
       const name = this.functions.names[fn];
-      fetchLayout(this.traceId, this.profileIndex, {
+      fetchLayout(this.data, this.profileIndex, {
         view: "sandwich",
         function: file ? `${name} (${file})` : name,
         start,
