@@ -25,6 +25,12 @@ Profiler run keeps (Instruments 8 to 10):
   symbol tables know it, else (its low 32 bits) the index of another array to
   splice in, else an unknown address shown as ``0x`` and 16 hex digits.
 
+Not read yet: Instruments 7 bundles (``...instrument-type.coresampler``, no
+``stores/`` folder; the samples are in ``Trace1.run/<UUID>-sampler.data``,
+which starts ``0a0a3412 03000000 28000000 00100000 1c000000 00000700
+00400000``). speedscope does not read them either; they are refused with a
+message.
+
 Any of these files may be zlib-compressed (from Instruments 9); they are
 inflated with the same cap. One profile per thread of each run, threads with
 more samples first, named "<bundle> - thread <id>"; the first profile of the
