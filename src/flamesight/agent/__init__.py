@@ -25,6 +25,7 @@ from flamesight.agent.graph import (
     DEFAULT_MAX_ITERATIONS,
     ChatAgent,
     ChatTurn,
+    build_system_message,
     history_from_dicts,
     history_to_dicts,
 )
@@ -60,6 +61,7 @@ __all__ = [
     "ToolFailure",
     "ToolOutput",
     "ToolStart",
+    "build_system_message",
     "find_tool",
     "history_from_dicts",
     "history_to_dicts",

@@ -5,7 +5,9 @@ the user's question) -> ``agent`` (the chat model with the tools bound,
 streaming) -> ``tools`` (run what the model asked for) -> ``agent`` ...
 until the model answers without tool calls. After `max_iterations` rounds
 of tool calls the model is asked, with tools switched off, to conclude with
-what it has.
+what it has. The graph is compiled once and shared by all agents (its nodes
+call the agent named in the run's config); a server hands each agent the
+system message it keeps per trace (`build_system_message`).
 
 The model is langchain-openai's `ChatOpenAI` on the endpoint of
 `flamesight.llm` settings; the key is the API key, or an OAuth access token
@@ -26,6 +28,7 @@ data-URL part of a user message); the history keeps the tool's text result.
 from __future__ import annotations
 
 import base64
+import functools
 import logging
 import operator
 from collections.abc import Callable, Iterator, Sequence
@@ -42,6 +45,7 @@ from langchain_core.messages import (
     messages_from_dict,
     messages_to_dict,
 )
+from langchain_core.runnables import RunnableConfig
 from langgraph.config import get_stream_writer
 from langgraph.graph import END, START, StateGraph
 
@@ -119,6 +123,7 @@ class ChatAgent:
         snapshots: SnapshotSink | None = None,
         max_iterations: int = DEFAULT_MAX_ITERATIONS,
         source: str | None = None,
+        system_message: str | None = None,
     ) -> None:
         if settings.provider == "anthropic":
             raise LLMError(
@@ -135,10 +140,9 @@ class ChatAgent:
         self.max_iterations = max_iterations
         self.source = source or profiles.name or profiles.group.name
         self.tools = tools_for(profiles)
-        self._system: str | None = None
+        self._system = system_message
         self._http_client: Any = None
         """The URL-checking HTTP client (`settings.url_check`): one per turn, closed at its end."""
-        self._graph = self._build()
 
     # the public surface
 
@@ -152,21 +156,10 @@ class ChatAgent:
     def system_message(self) -> str:
         """The system message: the agent's role, the profile's summary, the tools."""
         if self._system is None:
-            self._system = self._build_system_message()
+            self._system = build_system_message(self.profiles, self.source)
         return self._system
 
-    # the graph
-
-    def _build(self) -> Any:
-        graph = StateGraph(AgentState)
-        graph.add_node("setup", self._setup)
-        graph.add_node("agent", self._agent)
-        graph.add_node("tools", self._tools)
-        graph.add_edge(START, "setup")
-        graph.add_edge("setup", "agent")
-        graph.add_conditional_edges("agent", self._route, {"tools": "tools", "end": END})
-        graph.add_edge("tools", "agent")
-        return graph.compile()
+    # the graph (`_graph()`: nodes call the agent named in the run's config)
 
     def _setup(self, state: AgentState) -> dict[str, Any]:
         self.system_message()
@@ -357,45 +350,17 @@ class ChatAgent:
             text = f"talking to {where} failed: {type(error).__name__}: {error}"
         return scrub(text, secrets)
 
-    def _build_system_message(self) -> str:
-        profile = self.profiles.group.active
-        document = summary(self.profiles.group, budget_tokens=SUMMARY_BUDGET_TOKENS)
-        unit = profile.unit.value
-        threads = (
-            f" The file holds {len(self.profiles.group.profiles)} profiles (threads or "
-            f"processes); tools take a `profile` argument to pick one, the main one is "
-            f"{profile.name!r}."
-            if len(self.profiles.group.profiles) > 1
-            else ""
-        )
-        other = (
-            f" A second profile, {self.profiles.other_name or self.profiles.other.name!r}, is "
-            f"loaded: compare_profiles compares it (after) with this one (before)."
-            if self.profiles.other is not None
-            else ""
-        )
-        return (
-            "You are an expert in software performance analysis, chatting with a developer "
-            "about a profile. Use the tools to look at the data (call trees, hot paths, time "
-            "ranges, flame graph images) before you conclude, and back every finding with "
-            "numbers: function names, self and total time, percentages. Give concrete, "
-            "code-level suggestions, and say plainly when the data cannot support a "
-            "conclusion.\n\n"
-            f"File: {self.source} ({self.profiles.group.format or 'format unknown'}). "
-            f"Times and weights are in {unit}; time ranges run from "
-            f"{profile.start:g} to {profile.end:g} {unit} and may be given with a suffix "
-            f"such as '1.5s' or '200ms'.{threads}{other}\n\n"
-            f"Summary of the profile:\n\n{document.markdown}"
-        )
-
     # running a turn
 
     def _events(self, history: list[BaseMessage], prompt: str, turn: ChatTurn) -> Iterator[Event]:
         state: dict[str, Any] = {"messages": history, "prompt": prompt}
-        config = {"recursion_limit": 2 * self.max_iterations + 10}
+        config = {
+            "recursion_limit": 2 * self.max_iterations + 10,
+            "configurable": {_AGENT: self},
+        }
         failed = False
         try:
-            for mode, chunk in self._graph.stream(
+            for mode, chunk in _graph().stream(
                 state, config=config, stream_mode=["custom", "values"]
             ):
                 if mode == "custom":
@@ -422,6 +387,68 @@ class ChatAgent:
 
 
 # helpers
+
+
+def build_system_message(profiles: LoadedProfiles, source: str | None = None) -> str:
+    """The agent's system message for `profiles`: its role, the profile's budgeted summary.
+
+    Servers keep it per trace and hand it to `ChatAgent(system_message=...)`.
+    """
+    source = source or profiles.name or profiles.group.name
+    profile = profiles.group.active
+    document = summary(profiles.group, budget_tokens=SUMMARY_BUDGET_TOKENS)
+    unit = profile.unit.value
+    threads = (
+        f" The file holds {len(profiles.group.profiles)} profiles (threads or "
+        f"processes); tools take a `profile` argument to pick one, the main one is "
+        f"{profile.name!r}."
+        if len(profiles.group.profiles) > 1
+        else ""
+    )
+    other = (
+        f" A second profile, {profiles.other_name or profiles.other.name!r}, is "
+        f"loaded: compare_profiles compares it (after) with this one (before)."
+        if profiles.other is not None
+        else ""
+    )
+    return (
+        "You are an expert in software performance analysis, chatting with a developer "
+        "about a profile. Use the tools to look at the data (call trees, hot paths, time "
+        "ranges, flame graph images) before you conclude, and back every finding with "
+        "numbers: function names, self and total time, percentages. Give concrete, "
+        "code-level suggestions, and say plainly when the data cannot support a "
+        "conclusion.\n\n"
+        f"File: {source} ({profiles.group.format or 'format unknown'}). "
+        f"Times and weights are in {unit}; time ranges run from "
+        f"{profile.start:g} to {profile.end:g} {unit} and may be given with a suffix "
+        f"such as '1.5s' or '200ms'.{threads}{other}\n\n"
+        f"Summary of the profile:\n\n{document.markdown}"
+    )
+
+
+_AGENT = "flamesight_agent"
+"""The key of the running `ChatAgent` in the graph's config (`configurable`)."""
+
+
+@functools.cache
+def _graph() -> Any:
+    """The agent's graph, compiled once (~5 ms) and shared: each node calls the run's agent."""
+
+    def step(name: str) -> Callable[[AgentState, RunnableConfig], Any]:
+        def run(state: AgentState, config: RunnableConfig) -> Any:
+            return getattr(config["configurable"][_AGENT], name)(state)
+
+        return run
+
+    graph = StateGraph(AgentState)
+    graph.add_node("setup", step("_setup"))
+    graph.add_node("agent", step("_agent"))
+    graph.add_node("tools", step("_tools"))
+    graph.add_edge(START, "setup")
+    graph.add_edge("setup", "agent")
+    graph.add_conditional_edges("agent", step("_route"), {"tools": "tools", "end": END})
+    graph.add_edge("tools", "agent")
+    return graph.compile()
 
 
 def history_to_dicts(history: Sequence[BaseMessage]) -> list[dict[str, Any]]:

@@ -11,6 +11,8 @@ the model can act on; `Tool.call` turns validation errors into one too.
 
 from __future__ import annotations
 
+import copy
+import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -203,6 +205,17 @@ class RenderFlamegraphArgs(_Args):
 # the tool definition
 
 
+@functools.cache
+def _parameters(args: type[BaseModel]) -> dict[str, Any]:
+    """The argument schema of a tool, made once per model class (pydantic takes ~2 ms)."""
+    schema = args.model_json_schema()
+    schema.pop("title", None)
+    schema.pop("description", None)
+    for prop in schema.get("properties", {}).values():
+        prop.pop("title", None)
+    return schema
+
+
 Run = Callable[[LoadedProfiles, Any], ToolOutput]
 
 
@@ -220,13 +233,8 @@ class Tool:
     needs_other: bool = False
 
     def parameters(self) -> dict[str, Any]:
-        """The JSON schema of the arguments, as function-calling APIs want it."""
-        schema = self.args.model_json_schema()
-        schema.pop("title", None)
-        schema.pop("description", None)
-        for prop in schema.get("properties", {}).values():
-            prop.pop("title", None)
-        return schema
+        """The JSON schema of the arguments, as function-calling APIs want it (a fresh copy)."""
+        return copy.deepcopy(_parameters(self.args))
 
     def openai_schema(self) -> dict[str, Any]:
         """The tool in the OpenAI chat-completions `tools` format."""

@@ -65,8 +65,9 @@ fleet mode) builds on them rather than around them:
 - Cache: `cache.ProfileCache` keeps parsed `ProfileGroup`s by blob key, LRU,
   bounded by an estimate of their bytes (NumPy columns plus strings);
   concurrent requests for a profile being parsed wait for that one parse.
-  Its `stats.parses` counts parses. Analysis and rendering run in worker
-  threads too.
+  Its `stats.parses` counts parses; `derived(key)` keeps what is computed
+  from a group (the chat agent's system message) and drops it with the
+  group. Analysis and rendering run in worker threads too.
 - Errors are always `{"error": {"code", "message"}}` (`errors.py`), FastAPI's
   own validation errors included (422 "invalid_request"); a parameter the
   library refuses is 400 "bad_parameter".

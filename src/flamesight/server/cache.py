@@ -13,6 +13,7 @@ import sys
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import anyio.to_thread
 import numpy as np
@@ -57,6 +58,7 @@ class ProfileCache:
         self.stats = CacheStats()
         self._entries: OrderedDict[str, tuple[ProfileGroup, int]] = OrderedDict()
         self._loading: dict[str, asyncio.Future[ProfileGroup]] = {}
+        self._derived: dict[str, dict[Any, Any]] = {}
         self.bytes_used = 0
 
     def __contains__(self, key: str) -> bool:
@@ -74,15 +76,26 @@ class ProfileCache:
         self._entries[key] = (group, size)
         self.bytes_used += size
         while self.bytes_used > self.max_bytes:
-            _, (_, dropped) = self._entries.popitem(last=False)
+            key, (_, dropped) = self._entries.popitem(last=False)
+            self._derived.pop(key, None)
             self.bytes_used -= dropped
             self.stats.evictions += 1
 
     def discard(self, key: str) -> None:
         """Forget `key` (a deleted trace)."""
         entry = self._entries.pop(key, None)
+        self._derived.pop(key, None)
         if entry is not None:
             self.bytes_used -= entry[1]
+
+    def derived(self, key: str) -> dict[Any, Any]:
+        """What callers computed from the group cached as `key` (the chat's system message).
+
+        Kept and dropped with the group; a throwaway dict when `key` is not cached.
+        """
+        if key not in self._entries:
+            return {}
+        return self._derived.setdefault(key, {})
 
     async def parse(self, parse: Callable[[], ProfileGroup]) -> ProfileGroup:
         """Run `parse` in a worker thread, counting it."""

@@ -7,12 +7,16 @@ message, enqueues a `ChatTurnJob` on the `JobQueue` and relays what the
 
 - `InProcessJobQueue` runs each job as an asyncio task; the agent is
   synchronous, so a turn runs in a worker thread and hands each event back
-  to the event loop as it happens.
+  to the event loop as it happens (without waiting); the loop publishes
+  what has queued as one batch (`EventBus.publish_many`).
 - `StoredEventBus` numbers each session's events (`seq` 1, 2, 3, ...),
-  stores them in `chat_events` (so `resume` works after a restart too) and
-  hands them to the session's subscribers in memory.
+  stores them in `chat_events` (one transaction per batch, so `resume`
+  works after a restart too) and only then hands them to the session's
+  subscribers in memory.
 
-A turn loads the trace (from the profile cache), the stored history and
+A turn loads the trace (from the profile cache; the agent's system message,
+a budgeted summary of the profile, is built once and kept beside it in the
+cache, `ProfileCache.derived`), the stored history and
 the session's endpoint (credentials the client gave in `start_analysis`,
 held in memory by `ChatService.endpoints` for that session only, else the
 server's own settings), runs `flamesight.agent.ChatAgent`, and stores the
@@ -37,7 +41,13 @@ import anyio.lowlevel
 import anyio.to_thread
 from langchain_core.messages import HumanMessage
 
-from flamesight.agent import ChatAgent, LoadedProfiles, history_from_dicts, history_to_dicts
+from flamesight.agent import (
+    ChatAgent,
+    LoadedProfiles,
+    build_system_message,
+    history_from_dicts,
+    history_to_dicts,
+)
 from flamesight.agent.events import ErrorEvent, Event, ModelResponseEnd
 from flamesight.llm import LLMError, scrub
 from flamesight.server.chat_store import ChatRepository, SessionRecord, snapshot_blob_key
@@ -46,6 +56,7 @@ from flamesight.server.repository import new_id
 from flamesight.server.uploads import open_trace
 
 if TYPE_CHECKING:
+    from flamesight.model import ProfileGroup
     from flamesight.server.state import ServerState
 
 log = logging.getLogger(__name__)
@@ -114,6 +125,12 @@ class EventBus(Protocol):
         """Give `event` the session's next `seq`, keep it, deliver it; the event with its seq."""
         ...
 
+    async def publish_many(
+        self, session: SessionRecord, events: list[dict[str, Any]]
+    ) -> list[dict[str, Any]]:
+        """`publish` for several events in order (kept before any is delivered)."""
+        ...
+
     def subscribe(self, session_id: str) -> contextlib.AbstractAsyncContextManager[EventQueue]:
         """Receive the session's events published from now on, while the block runs."""
         ...
@@ -163,16 +180,23 @@ class StoredEventBus:
 
     async def publish(self, session: SessionRecord, event: dict[str, Any]) -> dict[str, Any]:
         """Number, store and deliver `event`, one at a time per session."""
+        return (await self.publish_many(session, [event]))[0]
+
+    async def publish_many(
+        self, session: SessionRecord, events: list[dict[str, Any]]
+    ) -> list[dict[str, Any]]:
+        """Number `events`, store them in one transaction, then deliver them."""
         async with self._locks[session.id]:
             store = self._store(session)
             last = self._last_seq.get(session.id)
             if last is None:
                 last = await store.last_seq(session.id)
-            numbered = {**event, "seq": last + 1}
-            await store.add_event(session.id, last + 1, numbered)
-            self._last_seq[session.id] = last + 1
+            numbered = [{**event, "seq": last + n} for n, event in enumerate(events, 1)]
+            await store.add_events(session.id, numbered)
+            self._last_seq[session.id] = last + len(numbered)
             for queue in self._subscribers.get(session.id, ()):
-                queue.put_nowait(numbered)
+                for event in numbered:
+                    queue.put_nowait(event)
         return numbered
 
     @contextlib.asynccontextmanager
@@ -300,11 +324,11 @@ class ChatService:
                 endpoint.auth,
                 snapshots=StoredSnapshots(self.state, session),
                 source=trace.name,
+                system_message=await self._system_message(trace.blob_key, trace.name, group),
             )
             turn = agent.run(stored[:-1], str(stored[-1].content))
             try:
-                loop = anyio.lowlevel.current_token()
-                last = await anyio.to_thread.run_sync(self._drive, session, turn, loop)
+                last = await self._run_in_thread(session, turn)
             finally:
                 new_messages = history_to_dicts(turn.history[len(stored) :])
         except Exception as error:
@@ -318,17 +342,57 @@ class ChatService:
                 await self.turns.release(job)
         await self.bus.publish(session, last)
 
-    def _drive(
-        self, session: SessionRecord, turn: Any, loop: anyio.lowlevel.EventLoopToken
-    ) -> dict[str, Any]:
-        """Iterate the turn (in a worker thread), publishing all but its last event."""
-        last: dict[str, Any] = {"type": ModelResponseEnd.type}
-        for event in turn:
-            if isinstance(event, ErrorEvent | ModelResponseEnd):
-                last = event_document(event)
-                continue
-            anyio.from_thread.run(self.bus.publish, session, event_document(event), token=loop)
+    async def _system_message(self, blob_key: str, name: str, group: ProfileGroup) -> str:
+        """The agent's system message for a trace, built once (in a worker thread) and kept
+        with the parsed profile in the cache."""
+        kept = self.state.cache.derived(blob_key)
+        key = ("chat system message", name)
+        if key not in kept:
+            profiles = LoadedProfiles(group, name=name)
+            kept[key] = await anyio.to_thread.run_sync(build_system_message, profiles, name)
+        return kept[key]
+
+    async def _run_in_thread(self, session: SessionRecord, turn: Any) -> dict[str, Any]:
+        """Iterate the turn in a worker thread, publishing all but its last event; the last.
+
+        The thread does not wait for the events: they queue here, and whatever has
+        queued while the previous batch was being stored is published as one batch.
+        """
+        loop = asyncio.get_running_loop()
+        pending: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
+        publisher = asyncio.create_task(self._publish_queued(session, pending))
+
+        def drive() -> dict[str, Any]:
+            last: dict[str, Any] = {"type": ModelResponseEnd.type}
+            for event in turn:
+                if isinstance(event, ErrorEvent | ModelResponseEnd):
+                    last = event_document(event)
+                else:
+                    loop.call_soon_threadsafe(pending.put_nowait, event_document(event))
+            return last
+
+        try:
+            last = await anyio.to_thread.run_sync(drive)
+        except BaseException:
+            publisher.cancel()
+            raise
+        pending.put_nowait(None)
+        await publisher
         return last
+
+    async def _publish_queued(
+        self, session: SessionRecord, pending: asyncio.Queue[dict[str, Any] | None]
+    ) -> None:
+        """Publish the queued events, a batch at a time, until the end marker (None)."""
+        while True:
+            batch = [await pending.get()]
+            while not pending.empty():
+                batch.append(pending.get_nowait())
+            events = [event for event in batch if event is not None]
+            if events:
+                await self.bus.publish_many(session, events)
+            if len(events) < len(batch):
+                return
 
 
 def _failure(error: Exception, secrets: list[Any]) -> str:

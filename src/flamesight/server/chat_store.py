@@ -154,9 +154,15 @@ class ChatRepository:
 
     async def add_event(self, session_id: str, seq: int, event: dict[str, Any]) -> None:
         """Keep event number `seq` of a session (whose ownership the caller checked)."""
+        await self.add_events(session_id, [{**event, "seq": seq}])
+
+    async def add_events(self, session_id: str, events: list[dict[str, Any]]) -> None:
+        """Keep numbered events (each has its `seq`) of a session, in one transaction."""
+        now = datetime.now(UTC)
         async with self.sessions() as session, session.begin():
-            session.add(
-                ChatEvent(session_id=session_id, seq=seq, data=event, created_at=datetime.now(UTC))
+            session.add_all(
+                ChatEvent(session_id=session_id, seq=event["seq"], data=event, created_at=now)
+                for event in events
             )
 
     async def events_after(self, session_id: str, after_seq: int) -> list[dict[str, Any]]:

@@ -204,6 +204,12 @@ class RedisEventBus:
         )
         return numbered
 
+    async def publish_many(
+        self, session: SessionRecord, events: list[dict[str, Any]]
+    ) -> list[dict[str, Any]]:
+        """`publish` each of `events`, in order."""
+        return [await self.publish(session, event) for event in events]
+
     @contextlib.asynccontextmanager
     async def subscribe(self, session_id: str) -> AsyncIterator[EventQueue]:
         """A queue of the session's events added to its stream from now on."""
