@@ -95,7 +95,7 @@ def test_serve_answers_on_a_loopback_port_and_opens_a_file(tmp_path: Path) -> No
 @pytest.mark.parametrize(
     ("url", "says"),
     [
-        ("s3://bucket/flamesight", "fleet mode"),
+        ("s3:///flamesight", "s3://bucket/prefix"),
         ("file://server/share", "absolute local folder"),
         ("https://example.com/blobs", "file:///path"),
     ],

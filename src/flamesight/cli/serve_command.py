@@ -16,7 +16,6 @@ import ipaddress
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import unquote, urlsplit
 
 import click
 
@@ -44,27 +43,25 @@ def base_url(host: str, port: int) -> str:
     return f"http://{shown}:{port}"
 
 
-def storage_dir_from_url(url: str) -> Path:
-    """The blob folder a `--storage-url` names: file:///path now; s3:// comes with fleet mode."""
-    parts = urlsplit(url)
-    scheme = parts.scheme.lower()
-    if scheme == "file":
-        path = Path(unquote(parts.path))
-        if parts.netloc not in ("", "localhost") or not path.is_absolute():
-            raise click.BadParameter(
-                f"{url!r}: a file URL names an absolute local folder, e.g. file:///srv/flamesight",
-                param_hint="--storage-url",
-            )
-        return path
-    if scheme in ("s3", "s3a", "s3n"):
-        raise click.BadParameter(
-            "S3-compatible storage (s3://...) comes with fleet mode and is not available yet; "
-            "use a local folder: file:///path or --storage-dir",
-            param_hint="--storage-url",
-        )
-    raise click.BadParameter(
-        f"{url!r}: give file:///path/to/folder (local blob storage)", param_hint="--storage-url"
-    )
+STORAGE_URL_HELP = (
+    "Where uploaded files are kept, as a URL: file:///path (the same as --storage-dir) or "
+    "s3://bucket/prefix (S3-compatible storage; endpoint, region and credentials from "
+    "AWS_ENDPOINT_URL, AWS_REGION, AWS_ACCESS_KEY_ID, ...) (default: $FLAMESIGHT_STORAGE_URL)."
+)
+
+
+def check_storage_url(url: str | None, storage_dir: Path | None) -> None:
+    """Refuse --storage-url with --storage-dir, or a URL that names no storage we have."""
+    from flamesight.server.settings import storage_location
+
+    if url is None:
+        return
+    if storage_dir is not None:
+        raise click.UsageError("give --storage-dir or --storage-url, not both")
+    try:
+        storage_location(url)
+    except ValueError as error:
+        raise click.BadParameter(str(error), param_hint="--storage-url") from None
 
 
 def data_location_options(command: F) -> F:
@@ -120,7 +117,7 @@ def data_location_options(command: F) -> F:
 @click.option(
     "--storage-url",
     metavar="URL",
-    help="Where uploaded files are kept, as a URL: file:///path (the same as --storage-dir).",
+    help=STORAGE_URL_HELP,
 )
 @click.option(
     "--open",
@@ -155,15 +152,13 @@ def serve_command(
     from flamesight.server.state import ServerState
     from flamesight.server.uploads import file_chunks, store_trace
 
-    if storage_url is not None:
-        if storage_dir is not None:
-            raise click.UsageError("give --storage-dir or --storage-url, not both")
-        storage_dir = storage_dir_from_url(storage_url)
+    check_storage_url(storage_url, storage_dir)
     try:
         settings = Settings.from_environment(
             data_dir=data_dir,
             database_url=database_url,
             storage_dir=storage_dir,
+            storage_url=storage_url,
             max_upload=max_upload,
             cache_size=cache_size,
             redis_url=redis_url,

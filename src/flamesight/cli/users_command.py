@@ -141,14 +141,14 @@ def remove_user(
 ) -> None:
     """Delete the user NAME with all their traces, tokens, sessions and share links."""
     from flamesight.server.accounts import AccountError, remove_account
-    from flamesight.server.storage import LocalDirectoryStorage
+    from flamesight.server.storage import open_storage
 
     settings = location_settings(data_dir, database_url, storage_dir)
 
     async def remove() -> int:
         async with database_sessions(settings) as sessions:
             keys = await remove_account(sessions, name)
-        storage = LocalDirectoryStorage(settings.resolved_storage_dir)
+        storage = open_storage(settings)
         for key in keys:
             await storage.delete(key)
         return sum("/traces/" in key for key in keys)

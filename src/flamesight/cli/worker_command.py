@@ -15,7 +15,7 @@ from pathlib import Path
 import click
 
 from flamesight.cli.commands import InputError, main
-from flamesight.cli.serve_command import data_location_options
+from flamesight.cli.serve_command import STORAGE_URL_HELP, check_storage_url, data_location_options
 
 
 @main.command("worker")
@@ -26,6 +26,7 @@ from flamesight.cli.serve_command import data_location_options
     "(default: $FLAMESIGHT_REDIS_URL).",
 )
 @data_location_options
+@click.option("--storage-url", metavar="URL", help=STORAGE_URL_HELP)
 @click.option(
     "--cache-size",
     metavar="SIZE",
@@ -43,6 +44,7 @@ def worker_command(
     data_dir: Path | None,
     database_url: str | None,
     storage_dir: Path | None,
+    storage_url: str | None,
     cache_size: str | None,
     max_jobs: int,
 ) -> None:
@@ -50,11 +52,13 @@ def worker_command(
     from flamesight.server import Settings
     from flamesight.server.fleet import run_worker
 
+    check_storage_url(storage_url, storage_dir)
     try:
         settings = Settings.from_environment(
             data_dir=data_dir,
             database_url=database_url,
             storage_dir=storage_dir,
+            storage_url=storage_url,
             cache_size=cache_size,
             redis_url=redis_url,
         )

@@ -54,9 +54,17 @@ fleet mode) builds on them rather than around them:
 - Blobs: `storage.BlobStorage` is the interface (write from an async stream
   with a size cap, all or nothing; a local file for the duration of a
   parse; delete). Keys start with the owner's id
-  (`<owner>/traces/<trace>`). `LocalDirectoryStorage` writes to a temporary
-  file beside the final one and renames it into place; S3 comes later as a
-  second implementation.
+  (`<owner>/traces/<trace>`); `storage.open_storage(settings)` picks the
+  implementation. `LocalDirectoryStorage` writes to a temporary file beside
+  the final one and renames it into place. `s3_storage.S3BlobStorage`
+  (`--storage-url s3://bucket/prefix`, FLAMESIGHT_STORAGE_URL; boto3 in
+  worker threads, endpoint, region and credentials from the usual AWS
+  variables: AWS_ENDPOINT_URL, AWS_REGION, AWS_ACCESS_KEY_ID, ...) keeps
+  keys under the prefix, streams multipart uploads (aborted past the cap or
+  on any error, so nothing is left) and downloads to a temporary file for a
+  parse. Downloads are always proxied by the server, never presigned, so
+  the access rules (owner scoping, share links and their revocation) decide
+  who reads a blob.
 - Uploads stream: raw bodies and multipart forms (parsed incrementally with
   python-multipart, file part named "file" or the first with a file name)
   go chunk by chunk to storage, counted against the limit (413). The stored

@@ -11,12 +11,14 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import unquote, urlsplit
 
 from flamesight.server.url_policy import UrlPolicy
 
 ENV_DATA_DIR = "FLAMESIGHT_DATA_DIR"
 ENV_DATABASE_URL = "FLAMESIGHT_DATABASE_URL"
 ENV_STORAGE_DIR = "FLAMESIGHT_STORAGE_DIR"
+ENV_STORAGE_URL = "FLAMESIGHT_STORAGE_URL"
 ENV_MAX_UPLOAD = "FLAMESIGHT_MAX_UPLOAD"
 ENV_CACHE_SIZE = "FLAMESIGHT_CACHE_SIZE"
 ENV_REDIS_URL = "FLAMESIGHT_REDIS_URL"
@@ -60,6 +62,8 @@ class Settings:
     """None: a SQLite file `flamesight.db` in the data dir."""
     storage_dir: Path | None = None
     """None: the folder `blobs` in the data dir."""
+    storage_url: str | None = None
+    """s3://bucket/prefix: blobs in S3-compatible storage (`s3_storage`) instead of a folder."""
     max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES
     cache_bytes: int = DEFAULT_CACHE_BYTES
     """How many bytes of parsed profiles the in-memory cache keeps (estimated)."""
@@ -94,6 +98,7 @@ class Settings:
         data_dir: str | os.PathLike[str] | None = None,
         database_url: str | None = None,
         storage_dir: str | os.PathLike[str] | None = None,
+        storage_url: str | None = None,
         max_upload: str | None = None,
         cache_size: str | None = None,
         redis_url: str | None = None,
@@ -102,13 +107,43 @@ class Settings:
         env = os.environ
         data_dir = data_dir or env.get(ENV_DATA_DIR)
         storage_dir = storage_dir or env.get(ENV_STORAGE_DIR)
+        storage_url = storage_url or (None if storage_dir else env.get(ENV_STORAGE_URL)) or None
+        if storage_url is not None:
+            location = storage_location(storage_url)
+            if isinstance(location, Path):
+                storage_dir, storage_url = location, None
         max_upload = max_upload or env.get(ENV_MAX_UPLOAD)
         cache_size = cache_size or env.get(ENV_CACHE_SIZE)
         return cls(
             data_dir=Path(data_dir).expanduser() if data_dir else default_data_dir(),
             database_url=database_url or env.get(ENV_DATABASE_URL) or None,
             storage_dir=Path(storage_dir).expanduser() if storage_dir else None,
+            storage_url=storage_url,
             max_upload_bytes=parse_size(max_upload) if max_upload else DEFAULT_MAX_UPLOAD_BYTES,
             cache_bytes=parse_size(cache_size) if cache_size else DEFAULT_CACHE_BYTES,
             redis_url=redis_url or env.get(ENV_REDIS_URL) or None,
         )
+
+
+def storage_location(url: str) -> Path | str:
+    """What a storage URL names: a local folder (file:///path) or itself (s3://bucket/prefix).
+
+    ValueError for anything else, or a file URL that is not an absolute local path.
+    """
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    if scheme == "file":
+        path = Path(unquote(parts.path))
+        if parts.netloc not in ("", "localhost") or not path.is_absolute():
+            raise ValueError(
+                f"{url!r}: a file URL names an absolute local folder, e.g. file:///srv/flamesight"
+            )
+        return path
+    if scheme == "s3":
+        if not parts.netloc or parts.query or parts.fragment:
+            raise ValueError(f"{url!r}: give s3://bucket or s3://bucket/prefix")
+        return url
+    raise ValueError(
+        f"{url!r}: give file:///path/to/folder (a local folder) or s3://bucket/prefix "
+        "(S3-compatible storage)"
+    )

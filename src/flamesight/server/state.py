@@ -16,7 +16,7 @@ from flamesight.server.cache import ProfileCache
 from flamesight.server.database import create_engine, migrate, session_factory
 from flamesight.server.repository import Repository, ensure_user
 from flamesight.server.settings import Settings
-from flamesight.server.storage import BlobStorage, LocalDirectoryStorage
+from flamesight.server.storage import BlobStorage, open_storage
 
 if TYPE_CHECKING:
     from flamesight.server.chat import ChatService
@@ -63,7 +63,7 @@ async def start_server(settings: Settings) -> ServerState:
         settings=settings,
         engine=engine,
         sessions=sessions,
-        storage=LocalDirectoryStorage(settings.resolved_storage_dir),
+        storage=open_storage(settings),
         cache=ProfileCache(settings.cache_bytes),
         local_owner_id=owner_id,
     )

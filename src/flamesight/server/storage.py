@@ -1,7 +1,8 @@
 """Blob storage: uploaded profiles (and, later, rendered snapshots) by key.
 
 `BlobStorage` is the interface; `LocalDirectoryStorage` keeps each blob as a
-file under one folder. Keys are slash-separated and start with the owner's id
+file under one folder, `s3_storage.S3BlobStorage` as an object of an
+S3-compatible bucket (`open_storage` picks by the settings). Keys are slash-separated and start with the owner's id
 (`trace_blob_key`), so every blob belongs to a user. Writes stream: chunks go
 to a temporary file beside the final one and are renamed into place only when
 complete, so a failed or refused upload leaves nothing behind.
@@ -15,9 +16,12 @@ import re
 import secrets
 from collections.abc import AsyncIterable, Iterator
 from pathlib import Path
-from typing import BinaryIO, Protocol
+from typing import TYPE_CHECKING, BinaryIO, Protocol
 
 import anyio.to_thread
+
+if TYPE_CHECKING:
+    from flamesight.server.settings import Settings
 
 WRITE_BATCH_BYTES = 1024 * 1024
 """Chunks are gathered up to this size before one write in a worker thread."""
@@ -33,13 +37,29 @@ class BlobTooLarge(ValueError):
         super().__init__(f"larger than the limit of {max_bytes:,} bytes")
 
 
+def check_key(key: str) -> None:
+    """ValueError unless `key` is slash-separated safe parts (no "..", no empty part)."""
+    parts = key.split("/")
+    if not parts or not all(_KEY_PART.match(part) for part in parts):
+        raise ValueError(f"bad blob key {key!r}")
+
+
+def open_storage(settings: Settings) -> BlobStorage:
+    """The blob storage the settings name: an S3 bucket (`storage_url`) or a local folder."""
+    if settings.storage_url:
+        from flamesight.server.s3_storage import S3BlobStorage
+
+        return S3BlobStorage.from_url(settings.storage_url)
+    return LocalDirectoryStorage(settings.resolved_storage_dir)
+
+
 def trace_blob_key(owner_id: str, trace_id: str) -> str:
     """The key of an uploaded trace file: under its owner's id."""
     return f"{owner_id}/traces/{trace_id}"
 
 
 class BlobStorage(Protocol):
-    """Where blobs live: a local folder now, S3-compatible storage later."""
+    """Where blobs live: a local folder or S3-compatible storage."""
 
     async def write(
         self, key: str, chunks: AsyncIterable[bytes], max_bytes: int | None = None
@@ -73,10 +93,8 @@ class LocalDirectoryStorage:
 
     def path_of(self, key: str) -> Path:
         """The file of `key`; ValueError for a key that could leave the folder."""
-        parts = key.split("/")
-        if not parts or not all(_KEY_PART.match(part) for part in parts):
-            raise ValueError(f"bad blob key {key!r}")
-        return self.root.joinpath(*parts)
+        check_key(key)
+        return self.root.joinpath(*key.split("/"))
 
     async def write(
         self, key: str, chunks: AsyncIterable[bytes], max_bytes: int | None = None
