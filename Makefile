@@ -16,7 +16,7 @@ PYTHON ?= $(shell for candidate in python3 python3.13 python3.12 python3.11; do 
 EXAMPLE := src/flamesight/examples/log_report.speedscope.json
 LINTED := src benchmarks tests
 
-.PHONY: help run test lint bench proto chromium
+.PHONY: help run test lint bench proto chromium services
 
 help:
 	@echo "make run    serve the web app on http://127.0.0.1:8000/ with the bundled example"
@@ -54,7 +54,19 @@ chromium:
 			|| echo "could not install chromium: the browser tests will skip"; \
 	fi
 
-test: $(VENV)/.installed-test chromium
+# The server and fleet tests use PostgreSQL (127.0.0.1:5432, trust auth) and Redis
+# (127.0.0.1:6379), as this machine kind provides them: start them when they are
+# installed but not answering. Where they are missing, those tests skip and say so.
+services:
+	@if ! pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null && [ -d /etc/postgresql ]; then \
+		pg_ctlcluster --skip-systemctl-redirect "$$(ls /etc/postgresql | head -n 1)" main start || true; \
+	fi
+	@if ! redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1 && command -v redis-server >/dev/null; then \
+		redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save "" --appendonly no \
+			--dir /tmp --logfile /tmp/flamesight-test-redis.log || true; \
+	fi
+
+test: $(VENV)/.installed-test chromium services
 	$(BIN)/ruff check $(LINTED)
 	$(BIN)/python -m pytest
 
