@@ -6,7 +6,9 @@
 // of rectangles narrower than a pixel is skipped with one more search (it is
 // drawn as one merged pixel column). Drawing a viewport therefore costs
 // O(visible rows x (pixels + rectangles wider than a pixel) x log n),
-// however many samples the profile has.
+// however many samples the profile has. Zoomed out, those searches jump
+// through rows of hundreds of thousands of rectangles, one cache miss each,
+// so a long row also keeps a coarse copy (see coarseRow) that such views draw.
 
 import { upperBound } from "./model.js";
 
@@ -41,6 +43,46 @@ export function cssWord(colour) {
   probe.fillRect(0, 0, 1, 1);
   const [r, g, b] = probe.getImageData(0, 0, 1, 1).data;
   return ((255 << 24) | (b << 16) | (g << 8) | r) >>> 0;
+}
+
+/** Rows longer than this get a coarse copy, of about this many pieces per row's extent. */
+const COARSE_MIN_LENGTH = 32768;
+const COARSE_PIECES = 16384;
+const coarseRows = new WeakMap();
+
+/**
+ * The row to draw when a pixel spans `perPixel` axis units: the row itself,
+ * or, when a pixel covers at least four of its grains, its coarse copy, in
+ * which each run of rectangles narrower than a grain that fits in one grain
+ * is one rectangle (fn -1, drawn as merged, unless the run is a single
+ * rectangle). Built once per row. Hit tests keep using the full row.
+ */
+function coarseRow(row, perPixel) {
+  if (row.length < COARSE_MIN_LENGTH) return row;
+  let coarse = coarseRows.get(row);
+  if (!coarse) {
+    const { start, end, fn, length: n } = row;
+    const grain = (end[n - 1] - start[0]) / COARSE_PIECES;
+    const cStart = new Float64Array(n);
+    const cEnd = new Float64Array(n);
+    const cFn = new Int32Array(n);
+    let k = 0;
+    for (let i = 0; i < n; ) {
+      let j = i + 1;
+      if (end[i] - start[i] < grain) {
+        const limit = start[i] + grain;
+        while (j < n && end[j] <= limit) j++;
+      }
+      cStart[k] = start[i];
+      cEnd[k] = end[j - 1];
+      cFn[k] = j - i > 1 ? -1 : fn[i];
+      k++;
+      i = j;
+    }
+    coarse = { grain, start: cStart.slice(0, k), end: cEnd.slice(0, k), fn: cFn.slice(0, k), length: k };
+    coarseRows.set(row, coarse);
+  }
+  return perPixel >= 4 * coarse.grain ? coarse : row;
 }
 
 /** upperBound for a value that is usually close after `from`: exponential, then binary search. */
@@ -187,7 +229,7 @@ export class FlameCanvas {
       for (let r = 0; r < this.rows.length; r++) {
         const y = this.rowY(r + this.firstDepth);
         if (y + rowHeight <= this.top || y >= height) continue;
-        const row = this.rows[r];
+        const row = coarseRow(this.rows[r], 1 / scale);
         const { start, end, fn } = row;
         line.fill(palette.words.background);
         // Neighbouring merged columns are drawn as one rectangle.
@@ -203,7 +245,7 @@ export class FlameCanvas {
             const clippedLeft = Math.max(left, 0);
             const clippedRight = Math.min(right, width);
             fill(this.word(fn[i], palette), clippedLeft, y, Math.max(clippedRight - clippedLeft - gap, 1), tall);
-            if (this.labels && clippedRight - clippedLeft > 24) labels.push(i, r, clippedLeft, clippedRight, y);
+            if (this.labels && clippedRight - clippedLeft > 24) labels.push(fn[i], clippedLeft, clippedRight, y);
             drawn++;
             i++;
           } else {
@@ -235,13 +277,11 @@ export class FlameCanvas {
       ctx.font = LABEL_FONT;
       ctx.textBaseline = "middle";
       this.charWidth = ctx.measureText("abcdefghij").width / 10;
-      for (let k = 0; k < labels.length; k += 5) {
-        const i = labels[k];
-        const r = labels[k + 1];
-        const left = labels[k + 2];
-        const right = labels[k + 3];
-        const y = labels[k + 4];
-        const fnId = this.rows[r].fn[i];
+      for (let k = 0; k < labels.length; k += 4) {
+        const fnId = labels[k];
+        const left = labels[k + 1];
+        const right = labels[k + 2];
+        const y = labels[k + 3];
         if (fnId < 0) continue;
         const room = Math.floor((right - left - 8) / this.charWidth);
         if (room < 3) continue;
