@@ -108,10 +108,11 @@ def test_create_open_and_revoke_a_share_link(page: Any, visitor: Any, server: st
     screenshot(page, "share-panel")
 
     see_shared_viewer(visitor, url)
+    before = range_text(visitor)
     visitor.keyboard.press("+")
     visitor.wait_for_function(
         "(before) => document.querySelector('#range-text').textContent !== before",
-        arg=range_text(visitor),
+        arg=before,
     )
     screenshot(visitor, "shared-viewer")
 
