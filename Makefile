@@ -22,7 +22,7 @@ help:
 	@echo "make run    serve the web app on http://127.0.0.1:8000/ with the bundled example"
 	@echo "make test   lint (ruff) and run the test suite (pytest)"
 	@echo "make lint   ruff check and ruff format --check"
-	@echo "make bench  run the import, analysis, render and server benchmarks"
+	@echo "make bench  run the import, analysis, render, server and fleet benchmarks"
 	@echo "make proto  regenerate the pprof protobuf bindings"
 
 $(BIN)/python:
@@ -79,6 +79,7 @@ bench: $(VENV)/.installed-test
 	$(BIN)/python benchmarks/analysis_bench.py
 	$(BIN)/python benchmarks/render_bench.py
 	$(BIN)/python benchmarks/server_bench.py
+	$(BIN)/python benchmarks/fleet_bench.py
 
 proto: $(VENV)/.installed-dev
 	$(BIN)/python -m grpc_tools.protoc -Isrc/flamesight/formats/proto --python_out=src/flamesight/formats src/flamesight/formats/proto/pprof.proto

@@ -3,15 +3,20 @@
 Real Redis (the machine's on 127.0.0.1:6379, an empty database number of
 its own, flushed at the end; a private `redis-server` for the restart),
 real PostgreSQL (a new database per test), and the scripted model endpoint
-on loopback named by FLAMESIGHT_LLM_URL. Chat turns run on workers, a
-session is resumed through the other web process, a worker is killed in
-the middle of a turn, Redis is restarted under a running turn, and the
-database goes away behind a TCP proxy that the test cuts and restores.
+on loopback named by FLAMESIGHT_LLM_URL. A chat's turns are spread over
+both workers (each logs the turns it starts), a session is resumed through
+the other web process, a worker is killed in the middle of a turn, Redis is
+restarted under a running turn, the machine's PostgreSQL cluster is stopped
+and started for real (only as root with `pg_ctlcluster`), and the database
+goes away behind a TCP proxy that the test cuts and restores (a network cut
+rather than a shutdown, and runnable without root).
 """
 
 from __future__ import annotations
 
 import os
+import random
+import secrets
 import shutil
 import signal
 import socket
@@ -24,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import asyncpg
 import httpx
 import pytest
 import redis
@@ -34,7 +40,11 @@ from flamesight.server.fleet import QUEUE_NAME
 from tests.live_server import LiveServer, free_port
 from tests.llm_servers import LoopbackServer, openai_stream, slow
 from tests.test_server_analyze import upload
-from tests.test_server_api import anyio_backend, fresh_postgres_database  # noqa: F401
+from tests.test_server_api import (  # noqa: F401
+    POSTGRES_ADMIN_DSN,
+    anyio_backend,
+    fresh_postgres_database,
+)
 from tests.test_server_chat import receive, send, until_turn_ends
 
 pytestmark = pytest.mark.anyio
@@ -203,8 +213,7 @@ async def test_turns_run_on_workers_and_resume_through_the_other_web_process(
     fleet: Fleet, model: LoopbackServer
 ) -> None:
     first, second = fleet.web(), fleet.web()
-    fleet.worker()
-    fleet.worker()
+    workers = [fleet.worker(), fleet.worker()]
     trace_id = await new_trace(first)
     async with connect(ws_url(first)) as socket_:
         await send(socket_, type="start_analysis", traceId=trace_id, url="http://127.0.0.1:1/v1")
@@ -214,10 +223,20 @@ async def test_turns_run_on_workers_and_resume_through_the_other_web_process(
         ack = await receive(socket_)
         assert ack["type"] == "connection_ack" and ack["seq"] == 0
         turns = []
-        for prompt in ("First?", "Second?", "Third?"):
-            await send(socket_, type="user_prompt", prompt=prompt)
+        prompts: list[str] = []
+        # Prompts until both workers have run turns of this chat (each logs the turns it
+        # starts). arq hands a queued job to whichever worker polls first (every 0.1 s);
+        # a prompt sent the instant the previous turn ends lands on the worker that just
+        # finished it every time (measured: 30 of 30), so the test waits a random moment
+        # first, as a person would, and both workers are used within a few turns.
+        while len(prompts) < 3 or min(turns_by_worker(workers, ack["sessionId"])) == 0:
+            assert len(prompts) < 30, turns_by_worker(workers, ack["sessionId"])
+            await anyio.sleep(random.uniform(0, 0.3))
+            prompts.append(f"Question {len(prompts) + 1}?")
+            await send(socket_, type="user_prompt", prompt=prompts[-1])
             turns += await until_turn_ends(socket_)
             assert turns[-1]["type"] == "model_response_end", turns[-1]
+        assert sum(turns_by_worker(workers, ack["sessionId"])) == len(prompts)
         # A slow answer: the socket goes away, the other web process resumes the session.
         model.script(slow(2, openai_stream([f"piece {n} " for n in range(20)])))
         await send(socket_, type="user_prompt", prompt="Slow one?")
@@ -238,15 +257,14 @@ async def test_turns_run_on_workers_and_resume_through_the_other_web_process(
         assert replayed == seen
         await send(socket_, type="start_analysis", traceId=trace_id)
         history = (await receive(socket_))["history"]
-    assert [m["content"] for m in history if m["role"] == "user"] == [
-        "First?",
-        "Second?",
-        "Third?",
-        "Slow one?",
-    ]
-    assert len([m for m in history if m["role"] == "assistant"]) == 4
-    workers = [p for p in fleet.processes if p.args[0] == "worker"]
-    assert sum(p.output().count("chat_turn") for p in workers) >= 4
+    assert [m["content"] for m in history if m["role"] == "user"] == [*prompts, "Slow one?"]
+    assert len([m for m in history if m["role"] == "assistant"]) == len(prompts) + 1
+    assert sum(turns_by_worker(workers, ack["sessionId"])) == len(prompts) + 1
+
+
+def turns_by_worker(workers: list[Process], session_id: str) -> list[int]:
+    """How many turns of the session each worker started (from its log lines)."""
+    return [p.output().count(f"of session {session_id} runs on worker") for p in workers]
 
 
 async def test_a_worker_killed_mid_turn_ends_the_turn_with_an_error(
@@ -489,3 +507,117 @@ async def test_a_database_outage_answers_503_and_then_recovers(
                 assert (await client.get(f"/api/traces/{trace_id}")).status_code == 200
     finally:
         proxy.cut()
+
+
+def _postgres_cluster() -> tuple[str, str] | None:
+    """(version, name) of the local cluster on port 5432 when this test may restart it."""
+    if os.geteuid() != 0 or shutil.which("pg_ctlcluster") is None or not _pg_isready():
+        return None
+    listed = subprocess.run(["pg_lsclusters", "--no-header"], capture_output=True, text=True)
+    for line in listed.stdout.splitlines():
+        version, name, port, status, *_ = line.split()
+        if port == "5432" and status == "online":
+            return version, name
+    return None
+
+
+def _pg_isready() -> bool:
+    ready = subprocess.run(
+        ["pg_isready", "-h", "127.0.0.1", "-p", "5432", "-t", "2"], capture_output=True, check=False
+    )
+    return ready.returncode == 0
+
+
+def _pg_ctlcluster(cluster: tuple[str, str], action: str) -> None:
+    subprocess.run(
+        [
+            "pg_ctlcluster",
+            "--skip-systemctl-redirect",
+            *cluster,
+            action,
+            *(["-m", "fast"] * (action == "stop")),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+
+
+@pytest.fixture
+async def restartable_database_url() -> AsyncIterator[str]:
+    """A new PostgreSQL database, dropped afterwards through a new connection (the server
+    restarts in between, so no connection opened before survives)."""
+    try:
+        admin = await asyncpg.connect(POSTGRES_ADMIN_DSN, timeout=5)
+    except (OSError, TimeoutError, asyncpg.PostgresError) as error:
+        pytest.skip(f"PostgreSQL is not reachable at {POSTGRES_ADMIN_DSN}: {error}")
+    name = f"flamesight_test_{secrets.token_hex(6)}"
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    dsn = POSTGRES_ADMIN_DSN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://")
+    try:
+        yield f"{dsn}/{name}"
+    finally:
+        with anyio.fail_after(60):
+            while not await anyio.to_thread.run_sync(_pg_isready):
+                await anyio.sleep(0.2)
+        admin = await asyncpg.connect(POSTGRES_ADMIN_DSN, timeout=5)
+        try:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await admin.close()
+
+
+async def test_a_restarted_postgresql_answers_503_and_then_recovers(
+    tmp_path: Path, redis_url: str, restartable_database_url: str, model: LoopbackServer
+) -> None:
+    """The machine's PostgreSQL stopped and started for real under a web process and a worker.
+
+    Only as root with `pg_ctlcluster` and the cluster online at the start; the cluster is
+    started again in any case, and the test ends only when `pg_isready` answers (other
+    tests share this server).
+    """
+    if shutil.which("pg_ctlcluster") is None or os.geteuid() != 0:
+        pytest.skip("restarting PostgreSQL needs root and pg_ctlcluster")
+    cluster = _postgres_cluster()
+    if cluster is None:
+        pytest.skip("no online PostgreSQL cluster on port 5432 to restart")
+    fleet = Fleet(tmp_path, redis_url, restartable_database_url, model.url)
+    try:
+        web = fleet.web()
+        fleet.worker()
+        trace_id = await new_trace(web)
+        async with connect(ws_url(web)) as socket_, httpx.AsyncClient(base_url=web) as client:
+            await send(socket_, type="start_analysis", traceId=trace_id)
+            await receive(socket_)
+            await send(socket_, type="user_prompt", prompt="Before?")
+            before = await until_turn_ends(socket_)
+            assert before[-1]["type"] == "model_response_end", before
+            await anyio.to_thread.run_sync(_pg_ctlcluster, cluster, "stop")
+            for _ in range(2):
+                down = await client.get("/api/traces", timeout=30)
+                assert down.status_code == 503, down.text
+                assert down.json()["error"]["code"] == "unavailable"
+            await anyio.to_thread.run_sync(_pg_ctlcluster, cluster, "start")
+            with anyio.fail_after(60):
+                while not await anyio.to_thread.run_sync(_pg_isready):
+                    await anyio.sleep(0.2)
+            back = await client.get("/api/traces", timeout=30)
+            assert back.status_code == 200, back.text
+            assert (await client.get(f"/api/traces/{trace_id}", timeout=30)).status_code == 200
+            await send(socket_, type="user_prompt", prompt="After?")
+            with anyio.fail_after(60):
+                after = await until_turn_ends(socket_)
+            assert after[-1]["type"] == "model_response_end", after
+            await send(socket_, type="start_analysis", traceId=trace_id)
+            history = (await receive(socket_))["history"]
+        assert [m["content"] for m in history if m["role"] == "user"] == ["Before?", "After?"]
+    finally:
+        fleet.stop()
+        if not _pg_isready():
+            subprocess.run(["pg_ctlcluster", "--skip-systemctl-redirect", *cluster, "start"])
+        deadline = time.monotonic() + 60
+        while not _pg_isready() and time.monotonic() < deadline:
+            time.sleep(0.2)

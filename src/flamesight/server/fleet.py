@@ -7,9 +7,11 @@ embedded parts of `ChatService`:
 - `RedisEventBus`: one stream per chat session
   (``flamesight:chat:{session}:events``), trimmed by length (``MAXLEN ~``)
   and age (``MINID ~``). `seq` comes from a per-session counter in Redis
-  (``INCR``), seeded from the database when Redis has none (a new session,
-  a restarted Redis), so it stays monotonic across processes. Each event is
-  stored in ``chat_events`` first, then added to the stream: the database
+  (``INCRBY`` the size of a batch), seeded from the database when Redis has
+  none (a new session, a restarted Redis), so it stays monotonic across
+  processes. A batch of events (what a turn produced while the previous batch
+  was stored) is stored in ``chat_events`` in one transaction first, then
+  added to the stream by one script call: the database
   is the record (history, `resume` past the stream's trimmed start or after
   Redis lost it), the stream is the live channel every web process reads.
   A subscriber follows the stream with ``XREAD BLOCK`` from the entry that
@@ -40,6 +42,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import socket
 import time
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
@@ -85,6 +89,8 @@ DONE_TTL_S = 600
 TURN_TIMEOUT_S = 1800
 """arq's time limit of a turn (the model client's own timeouts end slow requests sooner)."""
 BLOCK_MS = 5000
+WORKER_NAME = f"{socket.gethostname()}:{os.getpid()}"
+"""This process's name in the log line a worker writes when it starts a turn."""
 
 CLIENT_ENDPOINTS_REFUSED = (
     "this server runs chat turns on worker processes, which use the server's own model "
@@ -109,15 +115,17 @@ if redis.call('EXISTS', KEYS[1]) == 0 then
   if ARGV[1] == '' then return false end
   redis.call('SET', KEYS[1], ARGV[1])
 end
-local seq = redis.call('INCR', KEYS[1])
+local seq = redis.call('INCRBY', KEYS[1], ARGV[3])
 redis.call('EXPIRE', KEYS[1], ARGV[2])
 return seq
 """
 
 _APPEND = """
-redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'seq', ARGV[2], 'event', ARGV[3])
-redis.call('XTRIM', KEYS[1], 'MINID', '~', ARGV[4])
-redis.call('EXPIRE', KEYS[1], ARGV[5])
+for i = 4, #ARGV, 2 do
+  redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'seq', ARGV[i], 'event', ARGV[i + 1])
+end
+redis.call('XTRIM', KEYS[1], 'MINID', '~', ARGV[2])
+redis.call('EXPIRE', KEYS[1], ARGV[3])
 return 1
 """
 
@@ -187,28 +195,34 @@ class RedisEventBus:
 
     async def publish(self, session: SessionRecord, event: dict[str, Any]) -> dict[str, Any]:
         """Number `event`, store it, add it to the session's stream."""
-        ttl = str(STREAM_MAX_AGE_S)
-        seq = await self._next_seq(keys=[seq_key(session.id)], args=["", ttl])
-        if seq is None:
-            store = ChatRepository(self.state.sessions, session.owner_id)
-            last = await store.last_seq(session.id)
-            seq = await self._next_seq(keys=[seq_key(session.id)], args=[str(last), ttl])
-        numbered = {**event, "seq": int(seq)}
-        await ChatRepository(self.state.sessions, session.owner_id).add_event(
-            session.id, int(seq), numbered
-        )
-        min_id = max(0, int(time.time() * 1000) - STREAM_MAX_AGE_S * 1000)
-        await self._append(
-            keys=[stream_key(session.id)],
-            args=[STREAM_MAXLEN, int(seq), orjson.dumps(event), min_id, ttl],
-        )
-        return numbered
+        return (await self.publish_many(session, [event]))[0]
 
     async def publish_many(
         self, session: SessionRecord, events: list[dict[str, Any]]
     ) -> list[dict[str, Any]]:
-        """`publish` each of `events`, in order."""
-        return [await self.publish(session, event) for event in events]
+        """Number `events` (one range of seqs), store them in one transaction, add them to
+        the session's stream in order (one script call)."""
+        if not events:
+            return []
+        ttl = str(STREAM_MAX_AGE_S)
+        count = str(len(events))
+        key = seq_key(session.id)
+        last = await self._next_seq(keys=[key], args=["", ttl, count])
+        store = ChatRepository(self.state.sessions, session.owner_id)
+        if last is None:
+            stored = await store.last_seq(session.id)
+            last = await self._next_seq(keys=[key], args=[str(stored), ttl, count])
+        first = int(last) - len(events) + 1
+        numbered = [{**event, "seq": first + n} for n, event in enumerate(events)]
+        await store.add_events(session.id, numbered)
+        min_id = max(0, int(time.time() * 1000) - STREAM_MAX_AGE_S * 1000)
+        entries: list[Any] = []
+        for n, event in enumerate(events):
+            entries += [first + n, orjson.dumps(event)]
+        await self._append(
+            keys=[stream_key(session.id)], args=[STREAM_MAXLEN, min_id, ttl, *entries]
+        )
+        return numbered
 
     @contextlib.asynccontextmanager
     async def subscribe(self, session_id: str) -> AsyncIterator[EventQueue]:
@@ -422,6 +436,7 @@ async def run_chat_turn(ctx: dict[str, Any], owner_id: str, session_id: str, tur
     if not await gate.take(job):
         log.warning("chat turn %s was given up before a worker took it", turn_id)
         return
+    log.info("chat turn %s of session %s runs on worker %s", turn_id, session_id, WORKER_NAME)
     beat = asyncio.create_task(gate.heartbeat(job))
     try:
         await state.chat.run_turn(job)

@@ -1,0 +1,385 @@
+"""Fleet mode under load: concurrent chat sessions on two web processes and two workers.
+
+Everything is real and on loopback: two `flamesight serve --redis-url ...
+--database-url postgresql+asyncpg://...` processes, two `flamesight worker`
+processes, the machine's Redis (an empty database number, flushed at the
+end) and PostgreSQL (a new database, dropped at the end). The model is a
+minimal OpenAI-compatible streaming endpoint in a process of its own (so
+its threads do not share a GIL with the clients): each answer is
+`--tokens` chunks sent `--token-ms` apart, each chunk's text
+``<index:send time>`` (wall clock, the same on every process of this
+machine), so the client can tell the delay from the model's chunk to its
+own receipt of the `model_chunk_append` event carrying it.
+
+`--sessions` WebSocket clients (half on each web process), each on a new
+chat session of one trace, send `--turns` prompts one after the other, all
+sessions at once. Checked per session: `seq` runs 1, 2, 3, ... with no gap
+or repeat, every turn ends with `model_response_end`, and every chunk index
+0..tokens-1 arrives exactly once per turn, in order. Reported: lost and
+duplicated events and chunks (must be 0), the p50/p95/p99/max chunk delay
+(target p99 < 50 ms), turns/s and events/s over the whole run, and the
+peak RSS of each process (psutil, sampled every 100 ms).
+
+    .venv/bin/python benchmarks/fleet_bench.py                      # 200 sessions x 500 tokens
+    .venv/bin/python benchmarks/fleet_bench.py --sessions 20 --tokens 100   # quick
+
+Needs Redis at $FLAMESIGHT_BENCH_REDIS (redis://127.0.0.1:6379) and
+PostgreSQL at $FLAMESIGHT_BENCH_POSTGRES (postgresql://postgres@127.0.0.1:5432/test).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import multiprocessing
+import os
+import re
+import secrets
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+import orjson
+import psutil
+import redis
+from websockets.asyncio.client import connect
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tests.live_server import example_bytes, free_port  # noqa: E402
+
+REDIS = os.environ.get("FLAMESIGHT_BENCH_REDIS", "redis://127.0.0.1:6379")
+POSTGRES = os.environ.get("FLAMESIGHT_BENCH_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
+FLAMESIGHT = str(Path(sys.executable).with_name("flamesight"))
+API_KEY = "sk-fleet-bench-0d4e"
+STAMP = re.compile(r"<(\d+):(\d+\.\d+)>")
+
+
+# --- the scripted model (its own process) ------------------------------------------------
+
+
+def _chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
+    document = {
+        "id": "chatcmpl-bench",
+        "object": "chat.completion.chunk",
+        "created": 1_700_000_000,
+        "model": "bench-model",
+        "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
+    }
+    return b"data: " + json.dumps(document).encode() + b"\n\n"
+
+
+def serve_model(port: int, tokens: int, token_s: float) -> None:
+    """Answer every chat completion with `tokens` time-stamped chunks, `token_s` apart."""
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *_: Any) -> None:
+            pass
+
+        def _write(self, data: bytes) -> None:
+            self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+            self.wfile.flush()
+
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("content-length", 0)))
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream")
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            self._write(_chunk({"role": "assistant", "content": ""}))
+            next_at = time.monotonic()
+            for index in range(tokens):
+                next_at += token_s
+                pause = next_at - time.monotonic()
+                if pause > 0:
+                    time.sleep(pause)
+                self._write(_chunk({"content": f"<{index}:{time.time():.6f}>"}))
+            self._write(_chunk({}, "stop"))
+            self._write(b"data: [DONE]\n\n")
+            self.wfile.write(b"0\r\n\r\n")
+            self.wfile.flush()
+
+    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+    server.daemon_threads = True
+    server.request_queue_size = 1024
+    server.serve_forever()
+
+
+# --- processes ---------------------------------------------------------------------------
+
+
+class Processes:
+    """The flamesight subprocesses, their logs, and a sampler of their peak RSS."""
+
+    def __init__(self, tmp: Path, env: dict[str, str], common: list[str]) -> None:
+        self.tmp = tmp
+        self.env = env
+        self.common = common
+        self.started: list[tuple[str, subprocess.Popen[bytes], Path]] = []
+        self.peak: dict[str, int] = {}
+        self._stop = threading.Event()
+        self._sampler = threading.Thread(target=self._sample, daemon=True)
+
+    def start(self, name: str, args: list[str]) -> subprocess.Popen[bytes]:
+        log = self.tmp / f"{name}.log"
+        with log.open("ab") as out:
+            popen = subprocess.Popen(
+                [FLAMESIGHT, *args, *self.common], env=self.env, stdout=out, stderr=out
+            )
+        self.started.append((name, popen, log))
+        self.peak[name] = 0
+        return popen
+
+    def web(self, name: str) -> str:
+        port = free_port()
+        popen = self.start(name, ["serve", "--port", str(port)])
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while True:
+            if popen.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit(f"{name} did not start:\n{(self.tmp / f'{name}.log').read_text()}")
+            try:
+                if httpx.get(url + "/api/traces", timeout=2).status_code == 200:
+                    return url
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+
+    def worker(self, name: str, max_jobs: int) -> None:
+        self.start(name, ["worker", "--max-jobs", str(max_jobs)])
+        log = self.tmp / f"{name}.log"
+        deadline = time.monotonic() + 60
+        while "Starting worker" not in log.read_text(errors="replace"):
+            if time.monotonic() > deadline:
+                raise SystemExit(f"{name} did not start:\n{log.read_text()}")
+            time.sleep(0.1)
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.1):
+            for name, popen, _log in self.started:
+                try:
+                    rss = psutil.Process(popen.pid).memory_info().rss
+                except psutil.Error:
+                    continue
+                self.peak[name] = max(self.peak[name], rss)
+
+    def sample(self) -> None:
+        self._sampler.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        for _name, popen, _log in self.started:
+            if popen.poll() is None:
+                popen.send_signal(signal.SIGTERM)
+        for _name, popen, _log in self.started:
+            try:
+                popen.wait(20)
+            except subprocess.TimeoutExpired:
+                popen.kill()
+                popen.wait(5)
+
+
+# --- the clients -------------------------------------------------------------------------
+
+
+@dataclass
+class SessionResult:
+    seqs: list[int] = field(default_factory=list)
+    delays: list[float] = field(default_factory=list)
+    chunks_lost: int = 0
+    chunks_duplicated: int = 0
+    turns_ok: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+async def chat(url: str, trace_id: str, turns: int, tokens: int) -> SessionResult:
+    """One session: `turns` prompts one after the other, every event checked and timed."""
+    result = SessionResult()
+    ws = url.replace("http://", "ws://") + "/ws/chat"
+    async with connect(ws, max_size=None, open_timeout=120, ping_timeout=None) as socket_:
+        await socket_.send(
+            orjson.dumps(
+                {"type": "start_analysis", "traceId": trace_id, "newSession": True}
+            ).decode()
+        )
+        ack = orjson.loads(await socket_.recv())
+        assert ack["type"] == "connection_ack", ack
+        for turn in range(turns):
+            await socket_.send(
+                orjson.dumps({"type": "user_prompt", "prompt": f"Turn {turn}?"}).decode()
+            )
+            seen: list[int] = []
+            while True:
+                message = await socket_.recv()
+                received = time.time()
+                event = orjson.loads(message)
+                result.seqs.append(event["seq"])
+                if event["type"] == "model_chunk_append":
+                    for index, sent in STAMP.findall(event["text"]):
+                        seen.append(int(index))
+                        result.delays.append(received - float(sent))
+                elif event["type"] == "model_response_end":
+                    result.turns_ok += 1
+                    break
+                elif event["type"] == "error":
+                    result.errors.append(event["message"])
+                    break
+            result.chunks_duplicated += len(seen) - len(set(seen))
+            result.chunks_lost += len(set(range(tokens)) - set(seen))
+            if seen != sorted(seen):
+                result.errors.append("chunks out of order")
+    return result
+
+
+def seq_faults(seqs: list[int]) -> tuple[int, int]:
+    """(lost, duplicated) events of a session whose seqs should run 1, 2, 3, ..."""
+    duplicated = len(seqs) - len(set(seqs))
+    lost = (max(seqs) if seqs else 0) - len(set(seqs))
+    return lost, duplicated
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+# --- the run -----------------------------------------------------------------------------
+
+
+def claim_redis_db() -> str:
+    for number in range(15, 0, -1):
+        client = redis.Redis.from_url(f"{REDIS}/{number}")
+        if client.dbsize() == 0 and client.set("flamesight:bench:claim", "1", nx=True):
+            return f"{REDIS}/{number}"
+    raise SystemExit("no empty Redis database number to run in")
+
+
+async def run(args: argparse.Namespace) -> None:
+    admin = await asyncpg.connect(POSTGRES, timeout=5)
+    database = f"flamesight_bench_{secrets.token_hex(6)}"
+    await admin.execute(f'CREATE DATABASE "{database}"')
+    await admin.close()
+    database_url = POSTGRES.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://")
+    redis_url = claim_redis_db()
+    model_port = free_port()
+    model = multiprocessing.Process(
+        target=serve_model, args=(model_port, args.tokens, args.token_ms / 1000), daemon=True
+    )
+    model.start()
+    tmp = Path(tempfile.mkdtemp(prefix="flamesight-fleet-bench-"))
+    env = {
+        **os.environ,
+        "FLAMESIGHT_LLM_URL": f"http://127.0.0.1:{model_port}/v1",
+        "FLAMESIGHT_LLM_API_KEY": API_KEY,
+        "XDG_CONFIG_HOME": str(tmp / "config"),
+    }
+    common = ["--data-dir", str(tmp / "data"), "--database-url", f"{database_url}/{database}"]
+    common += ["--redis-url", redis_url]
+    processes = Processes(tmp, env, common)
+    try:
+        webs = [processes.web("web-1"), processes.web("web-2")]
+        per_worker = -(-args.sessions // 2)
+        processes.worker("worker-1", per_worker)
+        processes.worker("worker-2", per_worker)
+        processes.sample()
+        name, data = example_bytes()
+        async with httpx.AsyncClient(base_url=webs[0], timeout=60) as client:
+            response = await client.post(
+                "/api/traces",
+                content=data,
+                headers={"content-disposition": f'attachment; filename="{name}"'},
+            )
+            response.raise_for_status()
+            trace_id = response.json()["id"]
+        started = time.monotonic()
+        results = await asyncio.gather(
+            *(chat(webs[n % 2], trace_id, args.turns, args.tokens) for n in range(args.sessions))
+        )
+        elapsed = time.monotonic() - started
+        report(args, results, elapsed, processes)
+    except BaseException:
+        for name, _popen, log in processes.started:
+            print(f"--- {name} (last lines)\n" + "\n".join(log.read_text().splitlines()[-40:]))
+        raise
+    finally:
+        processes.stop()
+        model.terminate()
+        model.join(5)
+        redis.Redis.from_url(redis_url).flushdb()
+        admin = await asyncpg.connect(POSTGRES, timeout=5)
+        await admin.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+        await admin.close()
+        subprocess.run(["rm", "-rf", str(tmp)], check=False)
+
+
+def report(
+    args: argparse.Namespace, results: list[SessionResult], elapsed: float, processes: Processes
+) -> None:
+    lost = duplicated = 0
+    for result in results:
+        session_lost, session_duplicated = seq_faults(result.seqs)
+        lost += session_lost
+        duplicated += session_duplicated
+    delays = [d * 1000 for result in results for d in result.delays]
+    turns = sum(result.turns_ok for result in results)
+    events = sum(len(result.seqs) for result in results)
+    errors = [e for result in results for e in result.errors]
+    p99 = percentile(delays, 0.99) if delays else float("nan")
+    print(
+        f"\n{args.sessions} sessions x {args.turns} turns x {args.tokens} tokens "
+        f"({args.token_ms} ms apart), 2 web processes, 2 workers\n"
+    )
+    print(
+        "| sessions | turns ok | events | lost events | duplicated events | lost chunks "
+        "| duplicated chunks | errors |"
+    )
+    print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    print(
+        f"| {args.sessions} | {turns} / {args.sessions * args.turns} | {events:,} | {lost} "
+        f"| {duplicated} | {sum(r.chunks_lost for r in results)} "
+        f"| {sum(r.chunks_duplicated for r in results)} | {len(errors)} |"
+    )
+    print()
+    print("| chunk delay p50 ms | p95 ms | p99 ms | max ms | wall s | turns/s | events/s |")
+    print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    mark = "" if p99 < 50 else " ✗"
+    print(
+        f"| {statistics.median(delays):.1f} | {percentile(delays, 0.95):.1f} | {p99:.1f}{mark} "
+        f"| {max(delays):.1f} | {elapsed:.1f} | {turns / elapsed:.2f} | {events / elapsed:,.0f} |"
+        if delays
+        else "| - | - | - | - | - | - | - |"
+    )
+    print()
+    print("| process | peak RSS MB |")
+    print("| --- | ---: |")
+    for name, peak in processes.peak.items():
+        print(f"| {name} | {peak / 2**20:.0f} |")
+    for message in sorted(set(errors))[:5]:
+        print(f"error: {message}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--sessions", type=int, default=200)
+    parser.add_argument("--turns", type=int, default=1, help="prompts per session, one at a time")
+    parser.add_argument("--tokens", type=int, default=500, help="chunks per answer")
+    parser.add_argument("--token-ms", type=float, default=20.0, help="time between chunks")
+    asyncio.run(run(parser.parse_args()))
+
+
+if __name__ == "__main__":
+    main()
