@@ -118,8 +118,9 @@ def browser() -> Iterator[Any]:
             launched.close()
 
 
-@pytest.fixture
-def page(browser: Any) -> Iterator[Any]:
+@contextlib.contextmanager
+def fresh_page(browser: Any) -> Iterator[Any]:
+    """A page in a new browser context (no cookies); errors in the page fail the test."""
     context = browser.new_context(viewport=VIEWPORT, device_scale_factor=1)
     opened = context.new_page()
     errors: list[str] = []
@@ -129,6 +130,12 @@ def page(browser: Any) -> Iterator[Any]:
     finally:
         context.close()
     assert errors == [], f"errors in the page: {errors}"
+
+
+@pytest.fixture
+def page(browser: Any) -> Iterator[Any]:
+    with fresh_page(browser) as opened:
+        yield opened
 
 
 def screenshot(page: Any, name: str) -> None:

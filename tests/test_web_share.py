@@ -19,7 +19,6 @@ from tests import test_web
 from tests.test_web import (
     AXIS_HEIGHT,
     ROW_HEIGHT,
-    VIEWPORT,
     chart_box,
     painted,
     range_text,
@@ -40,16 +39,9 @@ NOT_VALID = "This link is not valid"
 
 @pytest.fixture
 def visitor(browser: Any) -> Iterator[Any]:
-    """A page in a fresh browser context: no cookies, no session."""
-    context = browser.new_context(viewport=VIEWPORT, device_scale_factor=1)
-    opened = context.new_page()
-    errors: list[str] = []
-    opened.on("pageerror", lambda error: errors.append(str(error)))
-    try:
+    """A second page in its own browser context: no cookies, no session."""
+    with test_web.fresh_page(browser) as opened:
         yield opened
-    finally:
-        context.close()
-    assert errors == [], f"errors in the page: {errors}"
 
 
 def create_link(page: Any, trace_id: str) -> str:

@@ -26,6 +26,7 @@ with 1-based line and column numbers.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 
 import numpy as np
 import orjson
@@ -343,25 +344,12 @@ class CpuProfileAssembler:
             raise FormatError(self._title, f"{where}.id", f"node id {node_id} is over 64 bits")
         if function_name is None:
             function_name = ""
-        if not isinstance(function_name, str):
-            raise FormatError(
-                self._title,
-                f"{frame_where}.functionName",
-                f"expected a string, got {describe_json_value(function_name)}",
-            )
-        if url is not None and not isinstance(url, str):
-            raise FormatError(
-                self._title,
-                f"{frame_where}.url",
-                f"expected a string, got {describe_json_value(url)}",
-            )
-        for field, value in (("lineNumber", line), ("columnNumber", col)):
-            if value is not None and not (_is_int(value) and -(2**31) <= value < 2**31):
-                raise FormatError(
-                    self._title,
-                    f"{frame_where}.{field}",
-                    f"expected a 32-bit integer, got {describe_json_value(value)}",
-                )
+        check_frame_fields(
+            self._title,
+            frame_where,
+            (("functionName", function_name), ("url", url)),
+            (("lineNumber", line), ("columnNumber", col)),
+        )
         if parent is not None and not _is_int(parent):
             raise FormatError(
                 self._title,
@@ -764,6 +752,29 @@ def _node_columns(nodes: list) -> tuple[list, ...] | None:
 
 def _fits_int64(value: int) -> bool:
     return -(2**63) <= value < 2**63
+
+
+def check_frame_fields(
+    title: str,
+    where: str,
+    strings: Iterable[tuple[str, object]],
+    integers: Iterable[tuple[str, object]],
+    lowest: int = -(2**31),
+) -> None:
+    """Refuse frame fields that are neither absent nor strings, and line or column
+    numbers that are not integers in [`lowest`, 2**31), naming `where`.`key`."""
+    for key, value in strings:
+        if value is not None and not isinstance(value, str):
+            raise FormatError(
+                title, f"{where}.{key}", f"expected a string, got {describe_json_value(value)}"
+            )
+    for key, value in integers:
+        if value is not None and not (_is_int(value) and lowest <= value < 2**31):
+            raise FormatError(
+                title,
+                f"{where}.{key}",
+                f"expected a 32-bit integer, got {describe_json_value(value)}",
+            )
 
 
 def _joined(chunks: list[np.ndarray], dtype: type) -> np.ndarray:

@@ -25,14 +25,16 @@ from __future__ import annotations
 import numpy as np
 import orjson
 
-from flamesight.formats.chrome_cpuprofile import describe_json_value, json_head_keys
+from flamesight.formats.chrome_cpuprofile import (
+    check_frame_fields,
+    describe_json_value,
+    json_head_keys,
+)
 from flamesight.formats.errors import FormatError
 from flamesight.model import ProfileBuilder, ProfileGroup, Unit
 
 NAME = "chrome-heapprofile"
 TITLE = "Chrome/Node .heapprofile"
-
-_MAX_INT = 2**31
 
 
 def sniff(head: bytes) -> bool:
@@ -118,20 +120,12 @@ def _frame(
     if known is not None:
         return known
     function, url, line, col = fields
-    for key, value in (("functionName", function), ("url", url)):
-        if value is not None and not isinstance(value, str):
-            raise FormatError(
-                TITLE, f"{where}.{key}", f"expected a string, got {describe_json_value(value)}"
-            )
-    for key, value in (("lineNumber", line), ("columnNumber", col)):
-        if value is not None and not (
-            isinstance(value, int) and not isinstance(value, bool) and -_MAX_INT <= value < _MAX_INT
-        ):
-            raise FormatError(
-                TITLE,
-                f"{where}.{key}",
-                f"expected a 32-bit integer, got {describe_json_value(value)}",
-            )
+    check_frame_fields(
+        TITLE,
+        where,
+        (("functionName", function), ("url", url)),
+        (("lineNumber", line), ("columnNumber", col)),
+    )
     if not function:
         if url:
             line_text = "undefined" if line is None else str(line)

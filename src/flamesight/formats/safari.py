@@ -27,7 +27,11 @@ from typing import Any
 import numpy as np
 import orjson
 
-from flamesight.formats.chrome_cpuprofile import describe_json_value, json_head_keys
+from flamesight.formats.chrome_cpuprofile import (
+    check_frame_fields,
+    describe_json_value,
+    json_head_keys,
+)
 from flamesight.formats.errors import FormatError
 from flamesight.model import ProfileBuilder, ProfileGroup, Unit
 
@@ -124,20 +128,13 @@ def _frame(builder: ProfileBuilder, frames: dict[tuple, int], frame: object, whe
     if known is not None:
         return known
     function, url, line, col = fields
-    for key, value in (("name", function), ("url", url)):
-        if value is not None and not isinstance(value, str):
-            raise FormatError(
-                TITLE, f"{where}.{key}", f"expected a string, got {describe_json_value(value)}"
-            )
-    for key, value in (("line", line), ("column", col)):
-        if value is not None and not (
-            isinstance(value, int) and not isinstance(value, bool) and -_MAX_INT < value < _MAX_INT
-        ):
-            raise FormatError(
-                TITLE,
-                f"{where}.{key}",
-                f"expected a 32-bit integer, got {describe_json_value(value)}",
-            )
+    check_frame_fields(
+        TITLE,
+        where,
+        (("name", function), ("url", url)),
+        (("line", line), ("column", col)),
+        lowest=-_MAX_INT + 1,
+    )
     if not function:
         if url:
             line_text = "undefined" if line is None else str(line)
