@@ -25,11 +25,11 @@ One profile, named after the file.
 
 **``.trace`` bundles** (a folder, so given as a zip of it) are binary
 databases whose layout changes with every Instruments release. Time Profiler
-bundles (Instruments 8 to 10) are read as speedscope reads them; see
-`flamesight.formats.instruments_trace` for the layout. Any other bundle (an
-Allocations run, or Instruments 7's own sampler files) is refused with a
-`FormatError` that names the instrument it recorded and says to load a deep
-copy instead. The zip is read within the decompressed-size cap and a cap on
+bundles of Instruments 8 to 10 are read as speedscope reads them, and those
+of Instruments 7 (which speedscope does not read) from their sampler files;
+see `flamesight.formats.instruments_trace` for both layouts. Any other
+bundle (an Allocations run) is refused with a `FormatError` that names the
+instrument it recorded and says to load a deep copy instead. The zip is read within the decompressed-size cap and a cap on
 its member count.
 """
 
@@ -175,10 +175,10 @@ def _trace_bundle(data: bytes) -> ProfileGroup:
             template = instruments_trace.read_template(
                 template_bytes, f"{bundle_name}/form.template"
             )
-            if template.instrument == instruments_trace.OLD_TIME_PROFILER:
-                # Instruments 7 kept its samples in its own files (Trace1.run/*-sampler.data).
-                raise _refusal(bundle_name, "a time profile in the Instruments 7 layout")
-            if template.instrument != instruments_trace.TIME_PROFILER:
+            if template.instrument not in (
+                instruments_trace.TIME_PROFILER,
+                instruments_trace.OLD_TIME_PROFILER,
+            ):
                 raise _refusal(bundle_name, _instrument_of(template_bytes))
             return instruments_trace.read_trace(bundle, template, bundle_name)
     except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError) as error:
