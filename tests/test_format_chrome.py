@@ -319,9 +319,9 @@ def _stacks_after_samples(assembler, samples: list[int], *, shortcut: bool) -> l
     walker = chrome_cpuprofile._StackWalker(assembler, builder)
     if not shortcut:  # replay every sample with speedscope's full walk
         walker._fixed = [False] * len(walker._fixed)
-    stacks = walker.stacks_of(np.array(samples, np.int64)).tolist()
-    profile = builder.build()
-    return [tuple(profile.frames[f] for f in profile.stacks.frames_of(s)) for s in stacks]
+    stacks = walker.stacks_of(walker.node_index(np.array(samples, np.int64))).tolist()
+    frames, stack_table = builder.build().frames, walker.stack_table()
+    return [tuple(frames[f] for f in stack_table.frames_of(s)) for s in stacks]
 
 
 def test_cpuprofile_fixed_stacks_match_the_full_walk() -> None:
@@ -453,6 +453,181 @@ def test_cpuprofile_errors_name_the_place(data: bytes, where: str, problem: str)
     assert caught.value.where == where
     assert problem in caught.value.problem
     assert str(caught.value).startswith("Chrome/Node .cpuprofile, ")
+
+
+# .cpuprofile: big files are read in pieces
+
+
+@pytest.fixture
+def small_pieces(monkeypatch: pytest.MonkeyPatch) -> int:
+    """Pieces of 2 kB, so that a small document is read in many of them."""
+    monkeypatch.setattr(chrome_cpuprofile, "_PIECE_BYTES", 2048)
+    return 2048
+
+
+def big_cpuprofile_document(seed: int = 7, nodes: int = 600, samples: int = 8000) -> dict:
+    """A profile whose nodes and sample lists each take several pieces, with
+    `positionTicks` (objects inside nodes), (program) and GC samples, and names
+    that hold JSON-looking text."""
+    rng = random.Random(seed)
+    tricky = ['x"samples":[1,2]', "a},{b", '},{"id":7}', "]}", "\\", 'nodes"', "日本語 ☃"]
+    document_nodes = [
+        {"id": 1, "callFrame": {"functionName": "(root)", "url": "", "lineNumber": -1}},
+        {"id": 2, "callFrame": {"functionName": "(program)", "url": "", "lineNumber": -1}},
+        {"id": 3, "callFrame": {"functionName": "(garbage collector)", "url": ""}},
+    ]
+    children: dict[int, list[int]] = {1: [2, 3]}
+    for node_id in range(4, nodes + 1):
+        parent = rng.choice([1, *range(max(4, node_id - 50), node_id)])
+        children.setdefault(parent, []).append(node_id)
+        name = f"f{rng.randrange(400)}" + (rng.choice(tricky) if rng.random() < 0.05 else "")
+        node = {
+            "id": node_id,
+            "callFrame": {
+                "functionName": name,
+                "scriptId": str(node_id % 9),
+                "url": f"https://x.test/{rng.randrange(30)}.js",
+                "lineNumber": rng.randrange(500),
+                "columnNumber": rng.randrange(80),
+            },
+            "hitCount": rng.randrange(3),
+        }
+        if rng.random() < 0.3:
+            node["positionTicks"] = [{"line": 3, "ticks": 1}, {"line": 9, "ticks": 2}]
+        document_nodes.append(node)
+    for node in document_nodes:
+        if node["id"] in children:
+            node["children"] = children[node["id"]]
+    sampled = [2, 3, *range(4, nodes + 1)]
+    picks = [rng.choice(sampled) for _ in range(samples)]
+    for index in range(0, samples, 7):  # runs of one node
+        picks[index] = picks[index - 1]
+    return {
+        "nodes": document_nodes,
+        "startTime": 100,
+        "endTime": 100 + 10 * samples,
+        "samples": picks,
+        "timeDeltas": [rng.choice([0, 1, 10, 11, 12, 250]) for _ in range(samples)],
+    }
+
+
+def read_plainly(data: bytes) -> ProfileGroup:
+    """Parse with the whole-document reading: the same JSON with the `nodes` key
+    spelled with an escape, which the reading in pieces does not look for."""
+    plain = data.replace(b'"nodes"', b'"node\\u0073"')
+    assert chrome_cpuprofile._read_in_parts(plain) is None
+    return chrome_cpuprofile.parse(plain, "profile.json")
+
+
+def assert_same_profiles(got: ProfileGroup, expected: ProfileGroup) -> None:
+    (a,), (b,) = got.profiles, expected.profiles
+    assert [a.frames[i] for i in range(len(a.frames))] == [
+        b.frames[i] for i in range(len(b.frames))
+    ]
+    for column in ("parent", "frame"):
+        assert np.array_equal(getattr(a.stacks, column), getattr(b.stacks, column))
+    for column in ("stack", "time", "weight"):
+        assert np.array_equal(getattr(a.samples, column), getattr(b.samples, column))
+    assert len(a.samples) > 0
+
+
+def test_cpuprofile_big_file_read_in_pieces_as_read_whole() -> None:
+    data = orjson.dumps(big_cpuprofile_document(nodes=6000, samples=150_000))
+    assert len(data) > 4 * chrome_cpuprofile._PIECE_BYTES
+    assert chrome_cpuprofile._read_in_parts(data) is not None
+    assert_same_profiles(chrome_cpuprofile.parse(data, "profile.json"), read_plainly(data))
+
+
+@pytest.mark.parametrize(
+    "variant",
+    ["indented", "keys in another order", "no spaces, CRLF", "decoy keys", "wide numbers"],
+)
+def test_cpuprofile_read_in_pieces_whatever_the_layout(variant: str, small_pieces: int) -> None:
+    document = big_cpuprofile_document(seed=len(variant))
+    if variant == "indented":
+        data = orjson.dumps(document, option=orjson.OPT_INDENT_2)
+    elif variant == "keys in another order":
+        order = ["timeDeltas", "endTime", "samples", "startTime", "nodes"]
+        document["nodes"] = [dict(reversed(node.items())) for node in document["nodes"]]
+        data = orjson.dumps({key: document[key] for key in order})
+    elif variant == "no spaces, CRLF":
+        data = json.dumps(document, separators=(",", ":"), indent=1).replace("\n", "\r\n").encode()
+    elif variant == "decoy keys":
+        # the same key names inside nodes, in strings and escaped in other keys
+        document["nodes"][5]["callFrame"]["samples"] = [1, 2, 3]
+        document["nodes"][6]["timeDeltas"] = [4]
+        document = {'"samples": [9]': 1, **document, "meta": {"nodes": [], "samples": [5]}}
+        data = orjson.dumps(document)
+    else:
+        ids = {node["id"]: 2**40 + 3 * node["id"] for node in document["nodes"]}
+        for node in document["nodes"]:
+            node["id"] = ids[node["id"]]
+            if "children" in node:
+                node["children"] = [ids[child] for child in node["children"]]
+        document["samples"] = [ids[sample] for sample in document["samples"]]
+        document["timeDeltas"] = [
+            d + 0.25 if i % 3 else d * 1e0 for i, d in enumerate(document["timeDeltas"])
+        ]
+        data = orjson.dumps(document)
+    assert chrome_cpuprofile._read_in_parts(data) is not None
+    assert_same_profiles(chrome_cpuprofile.parse(data, "profile.json"), read_plainly(data))
+
+
+def test_cpuprofile_read_whole_when_the_guesses_fail(small_pieces: int) -> None:
+    """Key text that the search takes for the lists but that is not them sends the
+    reading to the whole document, with the same result."""
+    document = big_cpuprofile_document()
+    for decoy in (
+        {'x"samples': [1, 2]},
+        {'x"nodes': [{"id": 1}]},
+        {"meta": {"nodes": [], "samples": [5]}},
+    ):
+        data = orjson.dumps({**decoy, **document})
+        assert chrome_cpuprofile._read_in_parts(data) is None
+        assert_same_profiles(chrome_cpuprofile.parse(data, "p.json"), read_plainly(data))
+    # a repeated key: the last one counts, as in the whole reading
+    text = orjson.dumps(document)
+    data = text[:-1] + b',"samples":' + orjson.dumps(document["samples"][::-1]) + b"}"
+    assert_same_profiles(chrome_cpuprofile.parse(data, "p.json"), read_plainly(data))
+
+
+@pytest.mark.parametrize(
+    ("change", "where", "problem"),
+    [
+        (lambda d: d.replace(b'"id":599,', b'"id":"599",'), "nodes[598].id", "expected an integer"),
+        (
+            lambda d: d.replace(b'"samples":[', b'"samples":[1.5,'),
+            "samples[0]",
+            "expected an integer",
+        ),
+        (
+            lambda d: d.replace(b'"timeDeltas":[', b'"timeDeltas":[null,'),
+            "timeDeltas[0]",
+            "expected a number",
+        ),
+        (
+            lambda d: d.replace(b'"timeDeltas":[', b'"timeDeltas":[1,,'),
+            "line 1 column",
+            "not valid JSON",
+        ),
+        (lambda d: d[:-40], "line 1 column", "not valid JSON"),
+    ],
+)
+def test_cpuprofile_big_file_errors_name_the_place(
+    change, where: str, problem: str, small_pieces: int
+) -> None:
+    data = change(orjson.dumps(big_cpuprofile_document()))
+    with pytest.raises(FormatError) as caught:
+        chrome_cpuprofile.parse(data, "bad.cpuprofile")
+    assert caught.value.where.startswith(where)
+    assert problem in caught.value.problem
+
+
+def test_cpuprofile_empty_lists_read_in_pieces() -> None:
+    data = b'{"nodes": [ ], "startTime": 0, "samples": [\n], "timeDeltas": []}'
+    assert chrome_cpuprofile._read_in_parts(data) is not None
+    (profile,) = chrome_cpuprofile.parse(data, "empty.cpuprofile").profiles
+    assert len(profile.samples) == 0
 
 
 # trace events: duration events

@@ -94,6 +94,59 @@ def test_pprof_sniff_rejects_text() -> None:
     assert not pprof.sniff(b"")
 
 
+def deep_profile() -> bytes:
+    """A profile whose samples are 128 bytes and longer too (lengths of two bytes),
+    with a sample among the other fields and unknown fields of every plain wire type."""
+    profile = go_like_profile()
+    for depth in (1, 40, 70, 200):
+        profile.sample.add(location_id=[1, 2, 1] * depth, value=[depth, depth * 1000])
+    more = pprof_pb2.Profile()
+    more.sample.add(location_id=[3, 2, 1], value=[5, 5000])
+    unknown = (
+        b"\xa0\x01\x96\x01"  # field 20, varint 150
+        b"\xa9\x01"
+        + bytes(8)  # field 21, fixed64
+        + b"\xb5\x01"
+        + bytes(4)  # field 22, fixed32
+        + b"\xba\x01\x03abc"  # field 23, bytes
+    )
+    data = profile.SerializeToString()
+    middle = len(data) // 2
+    while pprof._split_samples(data[:middle]) is None:  # a field boundary
+        middle += 1
+    return data[:middle] + unknown + more.SerializeToString() + data[middle:]
+
+
+def test_pprof_field_walk_reads_as_protobuf() -> None:
+    """The samples found by walking the top-level fields, and the message made of
+    the rest, read as protobuf reads the whole message."""
+    data = deep_profile()
+    header, sample_of_encoding, distinct = pprof._split_samples(data)
+    whole = pprof_pb2.ProfileWithEncodedSamples.FromString(data)
+    assert [distinct[i] for i in sample_of_encoding] == list(whole.sample)
+    rest = pprof_pb2.ProfileWithEncodedSamples.FromString(header)
+    whole.ClearField("sample")
+    assert rest == whole
+    assert max(len(sample) for sample in distinct) > 300
+    # An (unknown) group is not walked: protobuf reads the file, to the same result.
+    grouped = data + b"\xc3\x01\xc4\x01"  # field 24: start group, end group
+    assert pprof._split_samples(grouped) is None
+    walked, read_whole = pprof.parse(data, "p"), pprof.parse(grouped, "p")
+    for a, b in zip(walked.profiles, read_whole.profiles, strict=True):
+        assert [a.frames[i] for i in range(len(a.frames))] == [
+            b.frames[i] for i in range(len(b.frames))
+        ]
+        for column in ("stack", "time", "weight"):
+            assert np.array_equal(getattr(a.samples, column), getattr(b.samples, column))
+
+
+@pytest.mark.parametrize("cut", [1, 2, 7, 40])
+def test_pprof_cut_short_is_refused(cut: int) -> None:
+    data = deep_profile()
+    with pytest.raises(FormatError, match="not a valid pprof protobuf"):
+        pprof.parse(data[:-cut], "p")
+
+
 PERF = """\
 # ========
 # captured on: today

@@ -21,18 +21,24 @@ with 1-based line and column numbers.
 
 `CpuProfileAssembler` holds that logic; the Chrome trace importer feeds it the
 `Profile`/`ProfileChunk` events of a performance recording.
+
+A big file is read a piece at a time (`_read_in_parts`): the nodes and the
+two sample lists are what makes a `.cpuprofile` big, and read whole they
+take several times the file's size as Python objects.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from itertools import chain, repeat
 
 import numpy as np
 import orjson
 
 from flamesight.formats.errors import FormatError, shorten
-from flamesight.model import Profile, ProfileBuilder, ProfileGroup, Unit
+from flamesight.model import Profile, ProfileBuilder, ProfileGroup, Samples, StackTable, Unit
+from flamesight.model.limits import ProfileTooLarge, current_limits
 
 NAME = "chrome-cpuprofile"
 TITLE = "Chrome/Node .cpuprofile"
@@ -42,11 +48,28 @@ _IGNORED_URL = "native dummy.js"
 _STACKED_ON_PREVIOUS = frozenset({"(garbage collector)", "(program)"})
 
 _PROFILE_KEYS = frozenset({"samples", "startTime", "endTime", "timeDeltas"})
-# Lists of plain numbers read without making a Python object per number, and
-# the bytes that may appear between their brackets.
+
+# Reading a big document in pieces (see `_read_in_parts`).
+_SPACE = rb"[ \t\r\n]*"
+_SPACE_BYTES = b" \t\r\n"
+_LIST_OPENERS = {
+    key: re.compile(rb'"' + key.encode() + rb'"' + _SPACE + rb":" + _SPACE + rb"\[")
+    for key in ("nodes", "samples", "timeDeltas")
+}
+_FIRST_KEY = re.compile(_SPACE + rb"\{" + _SPACE + rb'("(?:[^"\\]|\\.)*")', re.DOTALL)
+_NEXT_TOKEN = re.compile(_SPACE + rb"(.)", re.DOTALL)
+_PIECE_BYTES = 256 * 1024
+_MAX_MISSES = 16
+_MARKER_STEM = 731_694_205_836_190_412
+_COMPACT_BLOCK = 1 << 16
+_NUMBER_DTYPES = (np.dtype(np.int64), np.dtype(np.float64))
 _INTEGER_TEXT = b"0123456789-, \t\r\n"
-_NUMBER_TEXT = _INTEGER_TEXT + b".eE+"
-_NUMBER_LISTS = {"samples": np.int64, "timeDeltas": np.float64, "timestamps": np.float64}
+# the types a column of nodes may hold
+_DICT = frozenset({dict})
+_INT = frozenset({int})
+_INT_OR_NONE = frozenset({int, type(None)})
+_STRING_OR_NONE = frozenset({str, type(None)})
+_LIST_OR_NONE = frozenset({list, type(None)})
 
 # A string cut off by the end of the head is one token too: a string that
 # could fail to match would be rescanned from each quote inside it (quadratic).
@@ -103,11 +126,17 @@ def sniff(head: bytes) -> bool:
 
 def parse(data: bytes, name: str) -> ProfileGroup:
     """Read a `.cpuprofile` into a group of one profile named after the file."""
-    document = _load_document(data)
+    assembler = _read_in_parts(data)
+    if assembler is not None:
+        return ProfileGroup(name, [assembler.build(name, "timeDeltas")])
+    try:
+        document = orjson.loads(data)
+    except orjson.JSONDecodeError as error:
+        where = f"line {error.lineno} column {error.colno}"
+        raise FormatError(TITLE, where, f"not valid JSON ({error.msg})") from None
     if not isinstance(document, dict):
-        raise FormatError(
-            TITLE, "top level", f"expected a JSON object, got {describe_json_value(document)}"
-        )
+        problem = f"expected a JSON object, got {describe_json_value(document)}"
+        raise FormatError(TITLE, "top level", problem)
     assembler = CpuProfileAssembler(TITLE)
     if "nodes" in document:
         assembler.add_nodes(_required(document, "nodes", ""), "nodes")
@@ -123,63 +152,192 @@ def parse(data: bytes, name: str) -> ProfileGroup:
     return ProfileGroup(name, [assembler.build(name, times_key)])
 
 
-def _load_document(data: bytes) -> object:
-    """The JSON document, with its long number lists read straight into NumPy arrays.
+def _read_in_parts(data: bytes) -> CpuProfileAssembler | None:
+    """The nodes and sample lists of a big `.cpuprofile`, read a piece at a time, or None.
 
-    `samples` and `timeDeltas` (or `timestamps`) hold most of a big profile;
-    as Python lists they would take several times the file size.
+    Read whole, the `nodes` list of a big profile takes several times its
+    size in Python objects, and the number lists far more. Here the three
+    lists are cut into pieces of a few hundred kilobytes at commas, each
+    piece is read on its own as ``[piece]`` by orjson, and the rest of the
+    document (the "skeleton", with each list's inside replaced by a number
+    that occurs nowhere in the file) is read last.
+
+    Where the cuts and the lists are found is only a guess; what makes the
+    result exact is that every piece reads as a list and the skeleton reads
+    with each of the three top-level keys holding its marker alone in a
+    list. The document is then the skeleton with each marker replaced by
+    pieces that are valid list items joined by commas, so it is valid JSON
+    and reads as the same lists. Whenever a check fails (invalid JSON, keys
+    that are not where the guesses put them, values that need the
+    node-by-node checks and their error messages), None sends the caller to
+    the plain reading.
     """
-    lifted: dict[str, np.ndarray] = {}
+    nodes_open = _LIST_OPENERS["nodes"].search(data)
+    if nodes_open is None:
+        return None
+    assembler = CpuProfileAssembler(TITLE)
+    nodes_end = _read_node_list(data, nodes_open.end(), assembler)
+    if nodes_end is None:
+        return None
+    spans = [(nodes_open.end(), nodes_end)]
+    arrays = []
+    for key, integers in (("samples", True), ("timeDeltas", False)):
+        opener = _LIST_OPENERS[key]
+        found = opener.search(data, 0, nodes_open.start()) or opener.search(data, nodes_end)
+        if found is None:
+            return None
+        end = data.find(b"]", found.end())
+        array = _read_number_list(data, found.end(), end, integers) if end >= 0 else None
+        if array is None:
+            return None
+        spans.append((found.end(), end))
+        arrays.append(array)
+    if not _skeleton_holds(data, spans, ("nodes", "samples", "timeDeltas")):
+        return None
+    assembler.add_samples(arrays[0], "samples")
+    assembler.add_time_deltas(arrays[1], "timeDeltas")
+    return assembler
+
+
+def _read_node_list(data: bytes, start: int, assembler: CpuProfileAssembler) -> int | None:
+    """Add the nodes of the list whose inside starts at `start`; the index of its `]`, or None."""
+    first_key = _FIRST_KEY.match(data, start)
+    if first_key is None:  # an empty list, or not a list of objects
+        close = _NEXT_TOKEN.match(data, start)
+        return close.start(1) if close and close.group(1) == b"]" else None
+    # A cut goes where one node ends and the next starts with the first node's first key.
+    cut = re.compile(
+        rb"\}"
+        + _SPACE
+        + rb",(?="
+        + _SPACE
+        + rb"\{"
+        + _SPACE
+        + re.escape(first_key.group(1))
+        + rb")"
+    )
+    position = start
+    search_from = start + _PIECE_BYTES
+    misses = 0
+    while (found := cut.search(data, search_from)) is not None:
+        nodes = _read_piece(data, position, found.start() + 1)
+        if nodes is None:
+            misses += 1  # the cut was inside a node: try the next one
+            if misses > _MAX_MISSES:
+                return None
+            search_from = found.end()
+            continue
+        if not _add_node_piece(assembler, nodes):
+            return None
+        position = found.end()
+        search_from = position + _PIECE_BYTES
+    return _read_last_nodes(data, position, assembler)
+
+
+def _read_last_nodes(data: bytes, start: int, assembler: CpuProfileAssembler) -> int | None:
+    """Add the nodes from `start` to the end of the list; the index of its `]`, or None.
+
+    The end is where orjson, reading ``[`` and the text from `start`, finds
+    the list closed and more text after it; a window of the text is read,
+    twice as long each time it ends too soon.
+    """
+    size = 2 * _PIECE_BYTES
+    while True:
+        window = b"[" + data[start : start + size]
+        try:
+            orjson.loads(window)
+        except orjson.JSONDecodeError as error:
+            # `pos` counts characters; the window's prefix up to it is whole UTF-8
+            stop = len(window.decode("utf-8", "replace")[: error.pos].encode())
+            close = window.rfind(b"]", 0, stop)
+            if close > 0 and not window[close + 1 : stop].strip(_SPACE_BYTES):
+                nodes = _read_piece(data, start, start + close - 1)
+                if nodes is not None:
+                    return start + close - 1 if _add_node_piece(assembler, nodes) else None
+        if start + size >= len(data):
+            return None
+        size *= 2
+
+
+def _read_piece(data: bytes, start: int, end: int) -> list | None:
+    """``data[start:end]`` read as the items of a list, or None if they are not valid JSON."""
+    try:
+        return orjson.loads(b"[" + data[start:end] + b"]")
+    except orjson.JSONDecodeError:
+        return None
+
+
+def _add_node_piece(assembler: CpuProfileAssembler, nodes: list) -> bool:
+    """Add a piece of the nodes if every one passes the column checks (else False)."""
+    columns = _node_columns(nodes)
+    if columns is None:
+        return False
+    assembler._add_columns(*columns)
+    return True
+
+
+def _read_number_list(data: bytes, start: int, end: int, integers: bool) -> np.ndarray | None:
+    """The numbers in ``data[start:end]``, read a piece at a time, or None.
+
+    None unless every piece reads as a list of numbers that NumPy takes as
+    int64 (`integers`) or as int64 or float64, as it takes the list read
+    whole. Integers are kept as int32 while they fit, numbers as float64.
+    """
+    if _NEXT_TOKEN.match(data, start).start(1) == end:  # nothing but spaces up to the `]`
+        return np.zeros(0, np.int32 if integers else np.float64)
+    result = np.empty(data.count(b",", start, end) + 1, np.int32 if integers else np.float64)
+    done = 0
+    position = start
+    while position <= end:
+        cut = data.find(b",", min(position + _PIECE_BYTES, end), end)
+        cut = end if cut < 0 else cut
+        values = _read_piece(data, position, cut)
+        if not values or done + len(values) > len(result):
+            return None
+        try:
+            if data[position:cut].translate(None, _INTEGER_TEXT):  # fractions or other values
+                array = np.array(values)
+            else:  # integers only: read them without working out their type
+                array = np.fromiter(values, np.int64, len(values))
+        except (ValueError, OverflowError, TypeError):
+            return None
+        if array.ndim != 1 or array.dtype not in ((np.int64,) if integers else _NUMBER_DTYPES):
+            return None
+        if result.dtype == np.int32 and (array.min() < -(2**31) or array.max() >= 2**31):
+            result = result.astype(np.int64)
+        result[done : done + len(array)] = array
+        done += len(array)
+        position = cut + 1
+    return result[:done]
+
+
+def _skeleton_holds(data: bytes, spans: list[tuple[int, int]], keys: tuple[str, ...]) -> bool:
+    """Whether the document with ``data[start:end]`` of each span replaced by a marker
+    number reads as an object whose `keys` (one per span) each hold their marker alone."""
+    stem = _MARKER_STEM
+    while data.find(b"%d" % stem) >= 0:
+        stem += 1
+    markers = [stem * 10 + index for index in range(len(keys))]  # none occurs: the stem does not
+    view = memoryview(data)
     pieces = []
     done = 0
-    spans = []
-    for key, dtype in _NUMBER_LISTS.items():
-        match = re.search(rb'"' + key.encode() + rb'"[ \t\r\n]*:[ \t\r\n]*\[', data)
-        end = data.find(b"]", match.end()) if match else -1
-        if end < 0:
-            continue
-        array = _plain_number_list(data[match.end() : end], dtype)
-        if array is not None:
-            lifted[key] = array
-            spans.append((match.end(), end))
-    view = memoryview(data)  # pieces without copies; only their join is one
-    for start, end in sorted(spans):
-        pieces.append(view[done:start])
+    for (start, end), marker in sorted(zip(spans, markers, strict=True)):
+        if start < done:
+            return False  # overlapping spans
+        pieces += [view[done:start], b"%d" % marker]
         done = end
     pieces.append(view[done:])
     try:
-        document = orjson.loads(b"".join(pieces) if spans else data)
-        if not spans:
-            return document
-        if isinstance(document, dict) and all(document.get(key) == [] for key in lifted):
-            document.update(lifted)
-            return document
-        # a number list matched below the top level: read the file as it is
-        return orjson.loads(data)
-    except orjson.JSONDecodeError as error:
-        raise FormatError(
-            TITLE, f"line {error.lineno} column {error.colno}", f"not valid JSON ({error.msg})"
-        ) from None
-
-
-def _plain_number_list(text: bytes, dtype: type) -> np.ndarray | None:
-    """The numbers of a JSON list's inside (``1, 2, 3``), or None if it holds anything else."""
-    if not text.strip():
-        return np.zeros(0, dtype)
-    integers = not text.translate(None, _INTEGER_TEXT)
-    if not integers and (dtype is not np.float64 or text.translate(None, _NUMBER_TEXT)):
-        return None
-    try:
-        array = np.fromstring(text, dtype=np.int64 if integers else np.float64, sep=",")
-    except ValueError:
-        return None
-    if len(array) != text.count(b",") + 1:
-        return None
-    if integers and len(array) and (array.max() >= 2**63 - 1 or array.min() <= -(2**63)):
-        return None  # fromstring saturates numbers past 64 bits
-    if not integers and not np.isfinite(array).all():
-        return None
-    return array.astype(dtype, copy=False)
+        skeleton = orjson.loads(b"".join(pieces))
+    except orjson.JSONDecodeError:
+        return False
+    return isinstance(skeleton, dict) and all(
+        type(value := skeleton.get(key)) is list
+        and len(value) == 1
+        and type(value[0]) is int
+        and value[0] == marker
+        for key, marker in zip(keys, markers, strict=True)
+    )
 
 
 def _add_old_profile(assembler: CpuProfileAssembler, document: dict) -> None:
@@ -384,25 +542,27 @@ class CpuProfileAssembler:
         first = self._node_count
         self._node_count += len(ids)
         self._ids.append(np.array(ids, np.int64))
-        has_parent = [p is not None and _fits_int64(p) for p in parents]
-        self._has_parent.append(np.array(has_parent, bool))
-        self._parent_ids.append(
-            np.array(
-                [p if has else 0 for p, has in zip(parents, has_parent, strict=True)], np.int64
+        if parents.count(None) == len(parents):
+            has_parent = np.zeros(len(parents), bool)
+            parent_ids = np.zeros(len(parents), np.int64)
+        else:
+            has_parent = np.array([p is not None and _fits_int64(p) for p in parents], bool)
+            parent_ids = np.array(
+                [p if has else 0 for p, has in zip(parents, has_parent.tolist(), strict=True)],
+                np.int64,
             )
+        self._has_parent.append(has_parent)
+        self._parent_ids.append(parent_ids)
+        child_ids = list(chain.from_iterable(filter(None, children)))
+        child_parents = np.repeat(
+            np.arange(first, first + len(ids)), [len(c) if c else 0 for c in children]
         )
-        child_ids: list[int] = []
-        child_parents: list[int] = []
-        for index, node_children in enumerate(children):
-            if node_children:
-                child_ids.extend(node_children)
-                child_parents.extend([first + index] * len(node_children))
         if not all(map(_fits_int64, child_ids)):
             fits = [_fits_int64(child) for child in child_ids]
             child_ids = [c for c, keep in zip(child_ids, fits, strict=True) if keep]
-            child_parents = [p for p, keep in zip(child_parents, fits, strict=True) if keep]
+            child_parents = child_parents[np.array(fits, bool)]
         self._child_ids.append(np.array(child_ids, np.int64))
-        self._child_parents.append(np.array(child_parents, np.int64))
+        self._child_parents.append(child_parents.astype(np.int64))
         keys = self._frame_keys
         self._node_frames.append(
             np.array(
@@ -425,21 +585,76 @@ class CpuProfileAssembler:
     # result
 
     def build(self, name: str, where: str) -> Profile:
-        """The profile; `where` names the time deltas in error messages."""
+        """The profile; `where` names the time deltas in error messages.
+
+        The per-sample arrays are made once each and then shortened in
+        place, so that the peak memory stays close to the size of the result.
+        """
         builder = ProfileBuilder(name, Unit.MICROSECONDS, sampled=True)
-        samples = _joined(self._samples, np.int64)
-        deltas = _joined(self._deltas, np.float64)
-        self._samples, self._deltas = [], []
-        count = len(samples)
+        count = sum(len(chunk) for chunk in self._samples)
         if count == 0:
+            self._samples, self._deltas = [], []
             return builder.build()
+        # Entry 0 is the time from the start time to the first sample (no
+        # node: idle), entries 1..count the samples, and the last one repeats
+        # the next-to-last sample at the last sample's time, as speedscope
+        # does, which gives the last run no duration.
+        size = count + 2 if count > 1 else count + 1
+        times = self._sample_times(count, size, where)
+        walker = _StackWalker(self, builder)
+        self._forget_nodes()
+        nodes, new_run = self._sample_nodes(walker.node_index, size)
+        if count > 1:
+            nodes[-1] = nodes[-3]
+            new_run[-1] = True
+        # Runs of one node collapse into one entry at the run's first sample.
+        nodes = _compact(nodes, new_run)
+        times = _compact(times, new_run)
+        del new_run
+        # A negative delta never moves time backwards.
+        np.maximum.accumulate(times, out=times)
+        stacks = walker.stacks_of(nodes)
+        stack_table = walker.stack_table()
+        del nodes, walker
+        busy = stacks >= 0
+        # time after the last frames closed is not part of the profile
+        end = len(stacks) - int(np.argmax(busy[::-1])) if busy.any() else 0
+        del busy
+        weights = np.zeros(len(times))  # the last entry has no duration
+        np.subtract(times[1:], times[:-1], out=weights[:-1])
+        keep = weights[:end] > 0
+        stacks, times, weights = (_compact(column, keep) for column in (stacks, times, weights))
+        if len(stacks) > current_limits().max_samples:
+            raise ProfileTooLarge(
+                f"more than {current_limits().max_samples:,} samples (raise max_samples to load it)"
+            )
+        return Profile(
+            name=name,
+            unit=Unit.MICROSECONDS,
+            frames=builder.build().frames,
+            stacks=stack_table,
+            samples=Samples(stacks, times, weights),
+        )
+
+    def _forget_nodes(self) -> None:
+        """Drop the node columns (the walker has made its tables from them)."""
+        self._ids, self._parent_ids, self._has_parent = [], [], []
+        self._node_frames, self._child_ids, self._child_parents = [], [], []
+
+    def _sample_times(self, count: int, size: int, where: str) -> np.ndarray:
+        """The start time of the entries of `build` (`size` of them) from the time deltas."""
+        deltas = _joined(self._deltas, np.float64)
+        self._deltas = []
         if len(deltas) < count:
             raise FormatError(
                 self._title, where, f"{len(deltas):,} time deltas for {count:,} samples"
             )
+        times = np.empty(size)
+        elapsed = times[1 : count + 1]
         with np.errstate(over="ignore", invalid="ignore"):
-            elapsed = np.cumsum(deltas[:count], out=deltas[:count])  # the deltas are done with
-            span = elapsed.max() - elapsed.min()  # every duration below is at most this
+            np.cumsum(deltas[:count], out=elapsed)
+            del deltas
+            span = elapsed.max() - elapsed.min()  # every duration is at most this
         if not np.isfinite(span):
             finite = np.isfinite(elapsed)
             bad = int(np.argmin(finite)) if not finite.all() else int(np.argmax(elapsed))
@@ -448,38 +663,35 @@ class CpuProfileAssembler:
                 where,
                 f"the time deltas add up past the largest float at delta {bad:,} (of {count:,})",
             )
-        # Runs of one node collapse into one entry at the run's first sample;
-        # speedscope then repeats the next-to-last sample at the last sample's
-        # time, which gives the last run no duration.
-        starts = np.flatnonzero(np.concatenate(([True], samples[1:] != samples[:-1])))
-        entry_nodes = samples[starts]
-        entry_times = elapsed[starts]
-        if count > 1:
-            entry_nodes = np.append(entry_nodes, samples[count - 2])
-            entry_times = np.append(entry_times, elapsed[count - 1])
-        del samples, deltas, elapsed, starts  # free the per-sample arrays before the stacks
-        # A negative delta never moves time backwards.
-        np.maximum.accumulate(entry_times, out=entry_times)
-        stacks = _StackWalker(self, builder).stacks_of(entry_nodes)
-        del entry_nodes
-        busy = stacks >= 0
-        if not busy.any():
-            return builder.build()
-        # time after the last frames closed is not part of the profile
-        end = len(stacks) - int(np.argmax(busy[::-1]))
-        del busy
-        if entry_times[0] > 0:  # idle from the start time to the first sample
-            builder.add_samples(np.array([-1]), entry_times[:1], np.zeros(1))
-        weights = np.zeros(len(entry_times))  # the last entry has no duration
-        np.subtract(entry_times[1:], entry_times[:-1], out=weights[:-1])
-        keep = np.flatnonzero(weights[:end] > 0)
-        builder.add_samples(stacks[keep], weights[keep], entry_times[keep])
-        del stacks, weights, entry_times, keep  # the builder has its copies
-        return builder.build()
+        times[0] = min(0.0, times[1])  # a first sample before the start time leaves no idle time
+        times[-1] = times[count]
+        return times
+
+    def _sample_nodes(self, node_index: _NodeIndex, size: int) -> tuple[np.ndarray, np.ndarray]:
+        """The node index of the entries of `build` (-1 for none and for unknown ids),
+        and where a new run of one node id starts."""
+        nodes = np.empty(size, np.int32)
+        new_run = np.empty(size, bool)
+        nodes[0] = -1
+        new_run[0] = True
+        done = 1
+        previous: int | None = None
+        while self._samples:
+            ids = self._samples.pop(0)
+            if len(ids) == 0:
+                continue
+            for block in range(0, len(ids), _COMPACT_BLOCK):
+                block_ids = ids[block : block + _COMPACT_BLOCK].astype(np.int64)
+                nodes[done + block : done + block + len(block_ids)] = node_index(block_ids)
+            new_run[done] = previous is None or ids[0] != previous
+            np.not_equal(ids[1:], ids[:-1], out=new_run[done + 1 : done + len(ids)])
+            previous = int(ids[-1])
+            done += len(ids)
+        return nodes, new_run
 
     # helpers for _StackWalker
 
-    def _node_tables(self) -> tuple[_NodeIndex, list[int], list[int], list[bool], list[bool]]:
+    def _node_tables(self) -> tuple[_NodeIndex, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Node id lookup, and per node: parent index, frame key index, ignore / stack-on-top flags.
 
         A node's parent is the node whose `children` list names it, else
@@ -503,13 +715,7 @@ class CpuProfileAssembler:
             [name in _IGNORED_FUNCTIONS or url == _IGNORED_URL for name, url, _, _ in keys], bool
         )
         on_top = np.array([name in _STACKED_ON_PREVIOUS for name, _, _, _ in keys], bool)
-        return (
-            index_of,
-            parent.tolist(),
-            node_frames.tolist(),
-            ignored[node_frames].tolist(),
-            on_top[node_frames].tolist(),
-        )
+        return index_of, parent, node_frames, ignored[node_frames], on_top[node_frames]
 
     def _frame_fields(self, key: tuple) -> tuple[str, str | None, int | None, int | None]:
         """Name, file, 1-based line and column of a frame key, named as speedscope names it."""
@@ -543,65 +749,91 @@ class _NodeIndex:
             self._low = int(self._ids[0])
             span = int(self._ids[-1]) - self._low + 1
             if span <= 2 * len(self._ids) + 1024:
-                self._table = np.full(span, -1, np.int64)
+                self._table = np.full(span, -1, np.int32)
                 self._table[self._ids - self._low] = self._indices
 
     def __call__(self, node_ids: np.ndarray) -> np.ndarray:
         """The node index of every id, -1 for ids no node has."""
         if len(self._ids) == 0:
-            return np.full(len(node_ids), -1, np.int64)
+            return np.full(len(node_ids), -1, np.int32)
         if self._table is not None:
             inside = (node_ids >= self._low) & (node_ids < self._low + len(self._table))
-            result = np.full(len(node_ids), -1, np.int64)
+            result = np.full(len(node_ids), -1, np.int32)
             result[inside] = self._table[node_ids[inside] - self._low]
             return result
         at = np.minimum(np.searchsorted(self._ids, node_ids), len(self._ids) - 1)
-        return np.where(self._ids[at] == node_ids, self._indices[at], -1)
+        return np.where(self._ids[at] == node_ids, self._indices[at], -1).astype(np.int32)
 
 
 class _StackWalker:
     """Replays speedscope's walk from sample to sample.
 
     For most nodes the stack is simply the node's ancestors below the first
-    ignored one, whatever ran before ("fixed" nodes, computed once each). The
-    rest, `(program)` and `(garbage collector)` and anything called under
-    them, depend on the previous stack: those states are node paths interned
-    in a trie, and each (previous path, sampled node) step is computed once.
+    ignored one, whatever ran before ("fixed" nodes). Their stacks are made
+    for all of them at once, a level of depth at a time, and such a node's
+    path is the node's own index. The rest, `(program)` and `(garbage
+    collector)` and anything called under them, depend on the previous
+    stack: those states are further node paths interned in a trie (ids from
+    the node count up), and each (previous path, sampled node) step is
+    computed once.
+
+    The walker makes the stack table itself (`stack_table`); the builder
+    only interns the frames.
     """
 
     def __init__(self, assembler: CpuProfileAssembler, builder: ProfileBuilder) -> None:
         self._assembler = assembler
         self._builder = builder
-        tables = assembler._node_tables()
-        self._node_index, self._parent, self._node_frame, self._ignored, self._on_top = tables
+        self._node_index, parent, self._node_frame, ignored, on_top = assembler._node_tables()
+        self._parent, self._ignored, self._on_top = parent, ignored, on_top
+        self._node_count = len(parent)
         self._frame_keys = list(assembler._frame_keys)
+        self._frame_of_key = np.full(len(self._frame_keys), -1, np.int64)
         self._fixed = self._fixed_nodes()
-        self._path_parent: list[int] = []
+        # Fixed nodes with a frame of their own (not ignored), the node their
+        # path continues (the parent unless it is ignored), and their stacks.
+        self._own_path = self._fixed & ~ignored
+        self._base = np.where((parent >= 0) & ~ignored[parent], parent, -1)
+        self._stack_of_node = np.full(len(parent), -1, np.int32)
+        self._stack_parents: list[np.ndarray] = []
+        self._stack_frames: list[np.ndarray] = []
+        self._walk_stack_parents: list[int] = []
+        self._walk_stack_frames: list[int] = []
+        self._stack_count = 0
+        self._fixed_stacks()
+        # Paths and stacks made by the walk, and lookups for stacks made before it.
+        self._path_parent: list[int] | None = None
         self._path_node: list[int] = []
         self._path_stack: list[int] = []
         self._path_ids: dict[tuple[int, int], int] = {}
-        self._frame_of_key: dict[int, int] = {}
-        self._fixed_path_of: dict[int, int] = {}
+        self._stack_ids: dict[tuple[int, int], int] = {}
+        self._fixed_keys: np.ndarray | None = None
+        self._fixed_key_stacks = np.zeros(0, np.int32)
 
-    def stacks_of(self, sampled_ids: np.ndarray) -> np.ndarray:
-        """The builder stack after each sampled node id (unknown ids keep the previous stack)."""
-        nodes = self._node_index(sampled_ids)
-        fixed_nodes = np.array(self._fixed, bool)
-        fixed = np.zeros(len(nodes), bool)
-        known = nodes >= 0
-        fixed[known] = fixed_nodes[nodes[known]]
-        path_of_node = np.full(len(fixed_nodes) + 1, -1, np.int64)
-        for node in np.unique(nodes[fixed]).tolist():
-            path_of_node[node] = self._fixed_path(node)
-        paths = path_of_node[nodes]  # (index -1 reads the spare last entry, -1)
+    @property
+    def node_index(self) -> _NodeIndex:
+        """Node id -> node index, as `stacks_of` takes the nodes."""
+        return self._node_index
+
+    def stacks_of(self, nodes: np.ndarray) -> np.ndarray:
+        """The stack after each sampled node index (-1, an unknown id, keeps the previous stack).
+
+        `nodes` (int32) is overwritten with the result.
+        """
+        fixed = np.append(self._fixed, False)[nodes]  # (index -1 reads the spare entry)
+        dynamic = np.flatnonzero(~fixed)
+        del fixed
+        dynamic_nodes = nodes[dynamic].tolist()
+        own_paths = np.where(self._own_path, np.arange(self._node_count, dtype=np.int32), -1)
+        paths = _look_up_in_place(np.append(own_paths, np.int32(-1)), nodes)
+        del own_paths
         # The others follow from the stack before them, in order.
         transitions: dict[tuple[int, int], int] = {}
         current = -1
         previous_index = -1
-        for index in np.flatnonzero(~fixed).tolist():
+        for index, node in zip(dynamic.tolist(), dynamic_nodes, strict=True):
             if index != previous_index + 1:
                 current = int(paths[index - 1])
-            node = int(nodes[index])
             if node >= 0:
                 step = (current, node)
                 following = transitions.get(step)
@@ -610,68 +842,102 @@ class _StackWalker:
                 current = following
             paths[index] = current
             previous_index = index
-        stack_of_path = np.array([*self._path_stack, -1], np.int64)
-        return stack_of_path[paths]
+        stack_of_path = np.concatenate(
+            (self._stack_of_node, np.array([*self._path_stack, -1], np.int32))
+        )
+        return _look_up_in_place(stack_of_path, paths)
 
-    def _fixed_nodes(self) -> list[bool]:
+    def stack_table(self) -> StackTable:
+        """The stacks made so far."""
+        return StackTable(
+            np.concatenate([*self._stack_parents, np.array(self._walk_stack_parents, np.int32)]),
+            np.concatenate([*self._stack_frames, np.array(self._walk_stack_frames, np.int32)]),
+        )
+
+    def _fixed_stacks(self) -> None:
+        """The stack of every fixed node with a frame of its own, a level of depth at a time.
+
+        Stacks are interned by (parent stack, frame), so nodes with the same
+        frames from the root up share one.
+        """
+        nodes = np.flatnonzero(self._own_path)
+        if not len(nodes):
+            return
+        frames = self._frames_of(self._node_frame[nodes])
+        frame_of_node = np.zeros(len(self._fixed), np.int64)
+        frame_of_node[nodes] = frames
+        # depth below the nearest ignored ancestor
+        depth = _link_depths(np.where(self._own_path, self._base, -1))[nodes]
+        order = np.argsort(depth, kind="stable")
+        bounds = np.searchsorted(depth[order], np.arange(int(depth.max()) + 2))
+        span = len(self._frame_keys) + 1
+        for level in range(len(bounds) - 1):
+            level_nodes = nodes[order[bounds[level] : bounds[level + 1]]]
+            bases = self._base[level_nodes]
+            parent_stacks = np.where(bases >= 0, self._stack_of_node[bases], -1).astype(np.int64)
+            keys = (parent_stacks + 1) * span + frame_of_node[level_nodes]
+            unique_keys, which = np.unique(keys, return_inverse=True)
+            self._stack_of_node[level_nodes] = self._stack_count + which
+            self._stack_parents.append((unique_keys // span - 1).astype(np.int32))
+            self._stack_frames.append((unique_keys % span).astype(np.int32))
+            self._stack_count += len(unique_keys)
+
+    def _frames_of(self, keys: np.ndarray) -> np.ndarray:
+        """The builder frame of each frame key index, added on first use."""
+        for key in np.unique(keys[self._frame_of_key[keys] < 0]).tolist():
+            self._frame_of(key)
+        return self._frame_of_key[keys]
+
+    def _frame_of(self, key: int) -> int:
+        frame = int(self._frame_of_key[key])
+        if frame < 0:
+            fields = self._assembler._frame_fields(self._frame_keys[key])
+            frame = self._frame_of_key[key] = self._builder.frame(*fields)
+        return frame
+
+    def _fixed_nodes(self) -> np.ndarray:
         """Nodes whose stack does not depend on the previous one (empty for ignored nodes).
 
         That holds when no node from it up to the root is stacked on what ran
         before, and the ancestors above its first ignored ancestor are ignored
-        too (so none of them can be open).
+        too (so none of them can be open). Worked out a level of depth at a time.
         """
         parent, ignored, on_top = self._parent, self._ignored, self._on_top
-        unknown, dynamic, fixed, ignored_chain = 0, 1, 2, 3  # states of a node
-        state = [unknown] * len(parent)
-        for start in range(len(parent)):
-            chain = []
-            node = start
-            while node >= 0 and state[node] == unknown:
-                chain.append(node)
-                if len(chain) > len(parent):
-                    raise FormatError(
-                        self._assembler._title,
-                        "nodes",
-                        "the parent links of the nodes form a cycle",
-                    )
-                node = parent[node]
-            above = ignored_chain if node < 0 else state[node]
-            for node in reversed(chain):
-                if ignored[node]:
-                    fixed_above = above == ignored_chain and not on_top[node]
-                    above = ignored_chain if fixed_above else dynamic
-                elif on_top[node] or above == dynamic:
-                    above = dynamic
-                else:
-                    above = fixed
-                state[node] = above
-        return [value in (fixed, ignored_chain) for value in state]
-
-    def _fixed_path(self, node: int) -> int:
-        """The path of a fixed node: its ancestors below the first ignored one.
-
-        Paths are remembered per node, so each node's chain is walked only up
-        to the nearest ancestor already seen.
-        """
-        known = self._fixed_path_of
-        chain = []
-        while node >= 0 and not self._ignored[node] and node not in known:
-            chain.append(node)
-            node = self._parent[node]
-        path = known.get(node, -1) if node >= 0 and not self._ignored[node] else -1
-        for node in reversed(chain):
-            path = known[node] = self._child_path(path, node)
-        return path
+        depth = _link_depths(parent)
+        if depth is None:
+            raise FormatError(
+                self._assembler._title, "nodes", "the parent links of the nodes form a cycle"
+            )
+        dynamic, fixed, ignored_chain = 1, 2, 3  # states of a node
+        state = np.zeros(len(parent), np.int8)
+        order = np.argsort(depth, kind="stable")
+        bounds = np.searchsorted(depth[order], np.arange(int(depth.max(initial=0)) + 2))
+        for level in range(len(bounds) - 1):
+            nodes = order[bounds[level] : bounds[level + 1]]
+            parents = parent[nodes]
+            above = np.where(parents >= 0, state[parents], ignored_chain)
+            top = on_top[nodes]
+            state[nodes] = np.where(
+                ignored[nodes],
+                np.where((above == ignored_chain) & ~top, ignored_chain, dynamic),
+                np.where(top | (above == dynamic), dynamic, fixed),
+            )
+        return (state == fixed) | (state == ignored_chain)
 
     def _step(self, current: int, node: int) -> int:
         """The path after sampling `node` with `current` open (speedscope's LCA walk)."""
+        if 0 <= current < self._node_count and self._on_top[node]:
+            # The common case, `(program)` after a fixed path: that path has no
+            # node stacked on top of another, so the walk stops at its top.
+            return current if self._ignored[node] else self._child_path(current, node)
         previous_nodes: list[int] = []
         previous_paths: list[int] = []
+        parents, walked_nodes, node_count = self._path_parents(), self._path_node, self._node_count
         path = current
         while path >= 0:
-            previous_nodes.append(self._path_node[path])
+            previous_nodes.append(path if path < node_count else walked_nodes[path - node_count])
             previous_paths.append(path)
-            path = self._path_parent[path]
+            path = parents[path]
         previous_nodes.reverse()
         previous_paths.reverse()
         open_nodes = set(previous_nodes)
@@ -679,9 +945,9 @@ class _StackWalker:
         ancestor = node
         steps = 0
         while ancestor >= 0 and ancestor not in open_nodes:
-            ancestor = top if self._on_top[ancestor] else self._parent[ancestor]
+            ancestor = top if self._on_top[ancestor] else int(self._parent[ancestor])
             steps += 1
-            if steps > len(self._parent):
+            if steps > self._node_count:
                 raise FormatError(
                     self._assembler._title, "nodes", "the parent links of the nodes form a cycle"
                 )
@@ -694,60 +960,107 @@ class _StackWalker:
         walker = node
         while walker >= 0 and walker != ancestor and not self._ignored[walker]:
             opened.append(walker)
-            walker = new_top if self._on_top[walker] else self._parent[walker]
+            walker = new_top if self._on_top[walker] else int(self._parent[walker])
         path = base
         for walker in reversed(opened):
             path = self._child_path(path, walker)
         return path
 
+    def _path_parents(self) -> list[int]:
+        """The parent of every path (made when the walk first needs it)."""
+        if self._path_parent is None:
+            self._path_parent = self._base.tolist()
+        return self._path_parent
+
+    def _stack_of_path(self, path: int) -> int:
+        if path < self._node_count:
+            return int(self._stack_of_node[path])
+        return self._path_stack[path - self._node_count]
+
     def _child_path(self, parent: int, node: int) -> int:
+        if self._own_path[node] and self._base[node] == parent:
+            return node  # a fixed node's own path
         key = (parent, node)
         path = self._path_ids.get(key)
         if path is None:
-            key = self._node_frame[node]
-            frame = self._frame_of_key.get(key)
-            if frame is None:
-                frame = self._frame_of_key[key] = self._builder.frame(
-                    *self._assembler._frame_fields(self._frame_keys[key])
-                )
-            parent_stack = self._path_stack[parent] if parent >= 0 else -1
-            path = self._path_ids[key] = len(self._path_parent)
-            self._path_parent.append(parent)
+            frame = self._frame_of(int(self._node_frame[node]))
+            parent_stack = self._stack_of_path(parent) if parent >= 0 else -1
+            parents = self._path_parents()
+            path = self._path_ids[key] = len(parents)
+            parents.append(parent)
             self._path_node.append(node)
-            self._path_stack.append(self._builder.stack(parent_stack, frame))
+            self._path_stack.append(self._stack(parent_stack, frame))
         return path
+
+    def _stack(self, parent: int, frame: int) -> int:
+        """The stack `parent` + `frame`, made if neither the fixed nodes nor the walk made it."""
+        stack = self._stack_ids.get((parent, frame))
+        if stack is not None:
+            return stack
+        span = len(self._frame_keys) + 1
+        if self._fixed_keys is None:  # sorted (parent + 1) * span + frame of the fixed stacks
+            table = self.stack_table()
+            keys = (table.parent.astype(np.int64) + 1) * span + table.frame
+            order = np.argsort(keys)
+            self._fixed_keys, self._fixed_key_stacks = keys[order], order.astype(np.int32)
+        key = (parent + 1) * span + frame
+        at = int(np.searchsorted(self._fixed_keys, key))
+        if at < len(self._fixed_keys) and int(self._fixed_keys[at]) == key:
+            return int(self._fixed_key_stacks[at])
+        stack = self._stack_ids[(parent, frame)] = self._stack_count
+        self._walk_stack_parents.append(parent)
+        self._walk_stack_frames.append(frame)
+        self._stack_count += 1
+        return stack
 
 
 def _node_columns(nodes: list) -> tuple[list, ...] | None:
     """A nodes list as `CpuProfileAssembler._add_columns` takes it, or None if a value is out of place.
 
-    Checks what `add_node` checks, a column at a time; None sends the caller
-    to the node-by-node reading, which names the bad value.
+    Checks what `add_node` checks, a column at a time (the types of a
+    column as one set); None sends the caller to the node-by-node reading,
+    which names the bad value.
     """
-    if not all(type(node) is dict for node in nodes):
+    if not set(map(type, nodes)) <= _DICT:
         return None
-    frames = [node.get("callFrame") for node in nodes]
-    if not all(type(frame) is dict for frame in frames):
+    frames = _column(nodes, "callFrame")
+    if not set(map(type, frames)) <= _DICT:
         return None
-    ids = [node.get("id") for node in nodes]
-    names = [frame.get("functionName", "") for frame in frames]
-    urls = [frame.get("url") for frame in frames]
-    lines = [frame.get("lineNumber") for frame in frames]
-    cols = [frame.get("columnNumber") for frame in frames]
-    parents = [node.get("parent") for node in nodes]
-    children = [node.get("children") for node in nodes]
+    ids = _column(nodes, "id")
+    names = _column(frames, "functionName", "")
+    urls = _column(frames, "url")
+    lines = _column(frames, "lineNumber")
+    cols = _column(frames, "columnNumber")
+    parents = _column(nodes, "parent")
+    children = _column(nodes, "children")
     valid = (
-        all(type(i) is int and _fits_int64(i) for i in ids)
-        and all(type(name) is str or name is None for name in names)
-        and all(type(url) is str or url is None for url in urls)
-        and all(v is None or (type(v) is int and -(2**31) <= v < 2**31) for v in lines + cols)
-        and all(p is None or type(p) is int for p in parents)
-        and all(c is None or (type(c) is list and all(type(i) is int for i in c)) for c in children)
+        set(map(type, ids)) <= _INT
+        and min(ids, default=0) >= -(2**63)
+        and max(ids, default=0) < 2**63
+        and set(map(type, names)) <= _STRING_OR_NONE
+        and set(map(type, urls)) <= _STRING_OR_NONE
+        and set(map(type, lines)) <= _INT_OR_NONE
+        and set(map(type, cols)) <= _INT_OR_NONE
+        and all(-(2**31) <= v < 2**31 for v in _known(lines) + _known(cols))
+        and set(map(type, parents)) <= _INT_OR_NONE
+        and set(map(type, children)) <= _LIST_OR_NONE
+        and set(map(type, chain.from_iterable(filter(None, children)))) <= _INT
     )
     if not valid:
         return None
-    names = ["" if name is None else name for name in names]
+    if None in names:
+        names = ["" if name is None else name for name in names]
     return ids, names, urls, lines, cols, parents, children
+
+
+def _column(objects: list[dict], key: str, default: object = None) -> list:
+    return list(map(dict.get, objects, repeat(key), repeat(default)))
+
+
+def _known(values: list[int | None]) -> list[int]:
+    """The values that are not None: the extremes, as a list of at most two."""
+    known = [v for v in values if v is not None] if None in values else values
+    return [min(known), max(known)] if known else []
 
 
 def _fits_int64(value: int) -> bool:
@@ -783,6 +1096,46 @@ def _joined(chunks: list[np.ndarray], dtype: type) -> np.ndarray:
     return np.concatenate(chunks) if chunks else np.zeros(0, dtype)
 
 
+def _link_depths(links: np.ndarray) -> np.ndarray | None:
+    """How many links lead from each node to one without (-1), by pointer jumping;
+    None if the links form a cycle."""
+    jump = links.astype(np.int64)
+    depth = (jump >= 0).astype(np.int64)
+    active = np.flatnonzero(jump >= 0)
+    for _ in range(len(links).bit_length() + 1):
+        if not active.size:
+            break
+        target = jump[active]
+        depth[active] += depth[target]
+        jump[active] = jump[target]
+        active = active[jump[active] >= 0]
+    return None if active.size else depth
+
+
+def _look_up_in_place(table: np.ndarray, indexes: np.ndarray) -> np.ndarray:
+    """`indexes` with each index replaced by ``table[index]``, a block at a time (no copy
+    of `indexes` as wide integers); -1 reads the last entry."""
+    for start in range(0, len(indexes), _COMPACT_BLOCK):
+        block = indexes[start : start + _COMPACT_BLOCK]
+        block[:] = table[block]
+    return indexes
+
+
+def _compact(column: np.ndarray, keep: np.ndarray) -> np.ndarray:
+    """``column[keep]`` (`keep` may be shorter), written over the start of `column`: a view of it.
+
+    A block is copied out before it is written back, and never ahead of
+    the blocks still to be read, so no second column-sized array is made.
+    """
+    done = 0
+    for start in range(0, len(keep), _COMPACT_BLOCK):
+        block = keep[start : start + _COMPACT_BLOCK]
+        kept = column[start : start + len(block)][block]
+        column[done : done + len(kept)] = kept
+        done += len(kept)
+    return column[:done]
+
+
 def _required(document: dict, key: str, where: str) -> object:
     if key not in document:
         raise FormatError(TITLE, where or "top level", f"no {key!r} key")
@@ -798,8 +1151,9 @@ def _is_number(value: object) -> bool:
 
 
 def _integer_array(values: object, where: str, title: str = TITLE) -> np.ndarray:
-    """A 1-D int64 array of JSON integers, or a FormatError naming `where`."""
-    if isinstance(values, np.ndarray) and values.dtype == np.int64:
+    """A 1-D integer array (int64, or int32 as the reading in parts makes it) of JSON
+    integers, or a FormatError naming `where`."""
+    if isinstance(values, np.ndarray) and values.dtype in (np.int64, np.int32):
         return values
     if not isinstance(values, list):
         raise FormatError(title, where, f"expected a list, got {describe_json_value(values)}")

@@ -14,10 +14,13 @@ Decoded with the `protobuf` package from the published schema
   information (an unsymbolised binary) becomes a frame named by its address,
   with the mapping's file name as its file.
 - Each distinct encoded sample is decoded once (a profile of millions of
-  samples repeats a few thousand), from `ProfileWithEncodedSamples`, which
-  reads the same bytes as `Profile` but keeps samples encoded. The message
-  is dropped as soon as the encodings are collected, and the profiles of the
-  sample types share one stack column, to keep the peak memory low.
+  samples repeats a few thousand). The samples are found by walking the
+  top-level fields (tags and lengths only), and protobuf reads the rest of
+  the message as `ProfileWithEncodedSamples` (the same bytes as `Profile`,
+  samples kept encoded), so no protobuf message ever holds the million
+  samples; a file the walk cannot follow is read whole by protobuf. The
+  profiles of the sample types share one stack column, to keep the peak
+  memory low.
 - pprof has no timestamps: samples are laid end to end in file order, each
   weighted by its value. Zero values are skipped; negative values (a profile
   made by ``pprof -diff_base``) are refused, since a weight is a length of time.
@@ -26,7 +29,9 @@ Decoded with the `protobuf` package from the published schema
 from __future__ import annotations
 
 import re
+from array import array
 from collections.abc import Callable, Sequence
+from itertools import chain
 
 import numpy as np
 from google.protobuf.message import DecodeError
@@ -39,6 +44,7 @@ from flamesight.model import (
     ProfileGroup,
     ProfileTooLarge,
     Samples,
+    StackTable,
     Unit,
     current_limits,
     parse_unit,
@@ -54,6 +60,11 @@ _VARINT_FIELDS = frozenset({7, 8, 9, 10, 12, 13, 14, 15})
 _SNIFF_FIELDS = 64
 _CONTROL_BYTES = re.compile(rb"[\x00-\x08]")
 _TIME_TYPES = ("cpu", "wall")
+# Walking the top-level fields (`_split_samples`): `Profile.sample` is field 2,
+# and the size of the fixed-size wire types 1 (64 bits) and 5 (32 bits).
+_SAMPLE_FIELD = 2
+_SAMPLE_TAG = _SAMPLE_FIELD << 3 | 2
+_WIRE_TYPES = {0: 0, 1: 8, 2: 0, 5: 4}
 
 
 def _varint(data: bytes, pos: int) -> tuple[int, int]:
@@ -98,11 +109,17 @@ def sniff(head: bytes) -> bool:
 
 def parse(data: bytes, name: str) -> ProfileGroup:
     """Read a (decompressed) pprof protobuf into one profile per sample type."""
+    split = _split_samples(data)
     message = pprof_pb2.ProfileWithEncodedSamples()
     try:
-        message.ParseFromString(data)
+        message.ParseFromString(data if split is None else split[0])
     except (DecodeError, RecursionError) as error:
         raise FormatError(TITLE, "whole file", f"not a valid pprof protobuf ({error})") from None
+    if split is None:
+        sample_of_encoding, distinct = _distinct_samples(message.sample)
+    else:
+        _, sample_of_encoding, distinct = split
+    del split
     strings = list(message.string_table)
     if not message.sample_type:
         raise FormatError(TITLE, "sample_type", "the profile declares no sample types")
@@ -123,7 +140,7 @@ def parse(data: bytes, name: str) -> ProfileGroup:
     ]
     order = _profile_order(sample_types, string(message.default_sample_type, "default_sample_type"))
 
-    if len(message.sample) > current_limits().max_samples:
+    if len(sample_of_encoding) > current_limits().max_samples:
         raise ProfileTooLarge(
             f"more than {current_limits().max_samples:,} samples (raise max_samples to load it)"
         )
@@ -132,10 +149,9 @@ def parse(data: bytes, name: str) -> ProfileGroup:
         location: builder.frame(*fields)
         for location, fields in _location_frames(message, string).items()
     }
-    sample_of_encoding, distinct = _distinct_samples(message.sample)
     period = message.period
     del message  # all that is needed now is in `distinct`, `frames` and `strings`
-    distinct_stacks = np.empty(len(distinct), np.int64)
+    location_lists = []
     distinct_values = np.zeros((len(distinct), len(sample_types)), np.int64)
     for index, encoded in enumerate(distinct):
         try:
@@ -149,15 +165,16 @@ def parse(data: bytes, name: str) -> ProfileGroup:
                 f"sample[{int(np.argmax(sample_of_encoding == index))}].value",
                 f"{len(sample.value)} values for {len(sample_types)} sample types",
             )
-        distinct_stacks[index] = _stack_id(builder, frames, sample.location_id)
+        location_lists.append(sample.location_id)
         distinct_values[index] = sample.value
-    # Free the distinct encodings and the builder's interning tables before
-    # the per-sample arrays are made.
-    del distinct, frames
-    tables = builder.build()
+    # Free the distinct encodings before the per-sample arrays are made.
+    del distinct
+    stack_table, distinct_stacks = _stacks(location_lists, frames)
+    del location_lists, frames
+    frame_table = builder.build().frames
     del builder
     # One stack column for all sample types (shared when no sample is dropped).
-    stacks = distinct_stacks.astype(np.int32)[sample_of_encoding]
+    stacks = distinct_stacks[sample_of_encoding]
 
     profiles = []
     for rank, type_index in enumerate(order):
@@ -186,8 +203,8 @@ def parse(data: bytes, name: str) -> ProfileGroup:
             Profile(
                 name=name if rank == 0 else f"{name} ({kind}, {unit_name})",
                 unit=_unit(unit_name),
-                frames=tables.frames,
-                stacks=tables.stacks,
+                frames=frame_table,
+                stacks=stack_table,
                 samples=Samples(type_stacks, times, weights),
                 metadata=metadata,
             )
@@ -215,6 +232,84 @@ def _unit(unit_name: str) -> Unit:
         return parse_unit(unit_name)
     except ValueError:
         return Unit.NONE  # "count", "objects" and other plain counts
+
+
+def _split_samples(data: bytes) -> tuple[bytes, np.ndarray, list[bytes]] | None:
+    """The message without its samples, and the samples as `_distinct_samples` gives them.
+
+    Walks the top-level fields (tag and length only; protobuf decodes every
+    field's content), so that the samples never become a million entries of
+    a protobuf message. The fields other than `sample`, joined in their
+    order, are the same message less its samples. None when the walk meets
+    anything but well-formed fields of the four plain wire types, or a
+    `sample` field that is not length-delimited: the caller then lets
+    protobuf read the whole message and report the problem.
+    """
+    kept: list[tuple[int, int]] = []  # spans of the other fields, adjacent ones merged
+    index_of: dict[bytes, int] = {}
+    get = index_of.get
+    sample_of_encoding = array("i")
+    append = sample_of_encoding.append
+    size = len(data)
+    position = 0
+    try:
+        while position < size:
+            # a run of samples shorter than 128 bytes: tag, one length byte, the sample
+            while data[position] == _SAMPLE_TAG and data[position + 1] < 0x80:
+                start = position + 2
+                position = start + data[position + 1]
+                encoded = data[start:position]
+                index = get(encoded)
+                if index is None:
+                    index = index_of[encoded] = len(index_of)
+                append(index)
+                if position >= size:
+                    break
+            if position >= size:
+                break
+            field = _field_span(data, position)
+            if field is None:
+                return None
+            tag, start, end = field
+            if tag == _SAMPLE_TAG:
+                encoded = data[start:end]
+                index = get(encoded)
+                if index is None:
+                    index = index_of[encoded] = len(index_of)
+                append(index)
+            elif kept and kept[-1][1] == position:
+                kept[-1] = (kept[-1][0], end)
+            else:
+                kept.append((position, end))
+            position = end
+    except IndexError:  # cut short inside a tag or a length
+        return None
+    if position != size:  # the last sample runs past the end
+        return None
+    view = memoryview(data)
+    header = b"".join(view[start:end] for start, end in kept)
+    return header, np.frombuffer(sample_of_encoding, np.int32), list(index_of)
+
+
+def _field_span(data: bytes, position: int) -> tuple[int, int, int] | None:
+    """The tag of the top-level field at `position`, where its content starts and where
+    it ends; None unless it is well formed, of a plain wire type, and `sample` fields
+    are length-delimited."""
+    tag, start = _varint(data, position)
+    wire_type = tag & 7
+    if tag < 0 or tag >> 3 == 0 or wire_type not in _WIRE_TYPES:
+        return None
+    if tag >> 3 == _SAMPLE_FIELD and wire_type != 2:
+        return None
+    if wire_type == 2:
+        length, start = _varint(data, start)
+        end = start + length if length >= 0 else -1
+    elif wire_type == 0:
+        value, end = _varint(data, start)
+        end = end if value >= 0 else -1
+    else:
+        end = start + _WIRE_TYPES[wire_type]
+    return (tag, start, end) if start <= end <= len(data) else None
 
 
 def _distinct_samples(encoded: Sequence[bytes]) -> tuple[np.ndarray, list[bytes]]:
@@ -274,16 +369,40 @@ def _location_frames(
     return frames
 
 
-def _stack_id(
-    builder: ProfileBuilder, frame_of_location: dict[int, int], locations: Sequence[int]
-) -> int:
-    """The builder's stack for a sample's location ids (given leaf first)."""
-    stack = -1
-    for location in reversed(locations):
-        frame = frame_of_location.get(location)
-        if frame is None:
-            raise FormatError(
-                TITLE, "sample.location_id", f"location id {location} is not in the location table"
-            )
-        stack = builder.stack(stack, frame)
-    return stack
+def _stacks(
+    location_lists: Sequence[Sequence[int]], frame_of_location: dict[int, int]
+) -> tuple[StackTable, np.ndarray]:
+    """The stack table of samples' location ids (given leaf first), and each sample's stack.
+
+    Stacks are interned by (parent stack, frame) a level of depth at a time,
+    root first, with NumPy; a sample without locations has the stack -1.
+    """
+    lengths = np.fromiter(map(len, location_lists), np.int64, len(location_lists))
+    flat = np.fromiter(chain.from_iterable(location_lists), np.uint64, int(lengths.sum()))
+    known = np.array(sorted(frame_of_location), np.uint64)
+    at = np.minimum(np.searchsorted(known, flat), max(len(known) - 1, 0))
+    if len(flat) and (not len(known) or (known[at] != flat).any()):
+        bad = flat[np.flatnonzero(known[at] != flat)[0]] if len(known) else flat[0]
+        raise FormatError(
+            TITLE, "sample.location_id", f"location id {int(bad)} is not in the location table"
+        )
+    frame_of_known = np.array([frame_of_location[int(k)] for k in known.tolist()], np.int64)
+    frames = frame_of_known[at] if len(flat) else np.zeros(0, np.int64)
+    ends = np.cumsum(lengths)  # the root of sample i is at ends[i] - 1
+    span = len(frame_of_known) + 1
+    stack = np.full(len(lengths), -1, np.int64)
+    parents, frame_ids = [], []
+    count = 0
+    for depth in range(int(lengths.max(initial=0))):
+        active = np.flatnonzero(lengths > depth)
+        keys = (stack[active] + 1) * span + frames[ends[active] - 1 - depth]
+        unique_keys, which = np.unique(keys, return_inverse=True)
+        stack[active] = count + which
+        parents.append(unique_keys // span - 1)
+        frame_ids.append(unique_keys % span)
+        count += len(unique_keys)
+    table = StackTable(
+        np.concatenate([np.zeros(0, np.int64), *parents]).astype(np.int32),
+        np.concatenate([np.zeros(0, np.int64), *frame_ids]).astype(np.int32),
+    )
+    return table, stack.astype(np.int32)
