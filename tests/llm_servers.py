@@ -626,3 +626,19 @@ def require(check: Callable[[RecordedRequest], bool], then: Reply, refuse: Reply
         (then if check(exchange.request) else refuse)(exchange)
 
     return reply
+
+
+def openai_stream_stalled(pieces: Iterable[str], seconds: float, model: str = CHAT_MODEL) -> Reply:
+    """A stream that sends some pieces, then waits `seconds` before it finishes."""
+
+    def reply(exchange: Exchange) -> None:
+        exchange.start_chunks()
+        exchange.chunk(_sse(_chat_chunk(model, {"role": "assistant", "content": ""}, None, False)))
+        for piece in pieces:
+            exchange.chunk(_sse(_chat_chunk(model, {"content": piece}, None, False)))
+        exchange.wait(seconds)
+        exchange.chunk(_sse(_chat_chunk(model, {}, "stop", False)))
+        exchange.chunk(b"data: [DONE]\n\n")
+        exchange.end_chunks()
+
+    return reply

@@ -3,19 +3,23 @@
 Real Redis (the machine's on 127.0.0.1:6379, an empty database number of
 its own, flushed at the end; a private `redis-server` for the restart),
 real PostgreSQL (a new database per test), and the scripted model endpoint
-on loopback named by FLAMESIGHT_LLM_URL. A chat's turns are spread over
-both workers (each logs the turns it starts), a session is resumed through
-the other web process, a worker is killed in the middle of a turn, Redis is
-restarted under a running turn, the machine's PostgreSQL cluster is stopped
-and started for real (only as root with `pg_ctlcluster`), and the database
-goes away behind a TCP proxy that the test cuts and restores (a network cut
-rather than a shutdown, and runnable without root).
+on loopback named by FLAMESIGHT_LLM_URL. A chat's turns and a trace's
+analyses stay on the worker that parsed the trace (each worker logs the
+jobs it starts and the traces it parses) and move to the other one when
+that worker is killed; a session is resumed through the other web process;
+a worker is killed in the middle of a turn and of an analysis; a client
+leaves an analysis half-way; a client's own model endpoint and credentials
+(API key, OAuth client credentials) reach the workers sealed, and every
+Redis key and value, the database and the logs are searched for them;
+Redis is restarted under a running turn, the machine's PostgreSQL cluster
+is stopped and started for real (only as root with `pg_ctlcluster`), and
+the database goes away behind a TCP proxy that the test cuts and restores
+(a network cut rather than a shutdown, and runnable without root).
 """
 
 from __future__ import annotations
 
 import os
-import random
 import secrets
 import shutil
 import signal
@@ -31,15 +35,27 @@ from typing import Any
 import anyio
 import asyncpg
 import httpx
+import orjson
 import pytest
 import redis
 from websockets.asyncio.client import connect
 
+from flamesight.llm import LLMError, Secret
 from flamesight.server import Settings
 from flamesight.server.fleet import QUEUE_NAME
-from tests.live_server import LiveServer, free_port
-from tests.llm_servers import LoopbackServer, openai_stream, slow
-from tests.test_server_analyze import upload
+from flamesight.server.model_endpoints import UNSEALABLE, ClientEndpoint, EndpointSealer
+from flamesight.server.url_policy import UrlPolicy
+from tests.live_server import LiveServer, free_port, secrets_left
+from tests.llm_servers import (
+    LoopbackServer,
+    TokenIssuer,
+    openai_error,
+    openai_stream,
+    openai_stream_stalled,
+    require,
+    slow,
+)
+from tests.test_server_analyze import analyze, bearer_is, upload
 from tests.test_server_api import (  # noqa: F401
     POSTGRES_ADMIN_DSN,
     anyio_backend,
@@ -212,37 +228,42 @@ async def new_trace(url: str) -> str:
         return await upload(client)
 
 
-async def test_turns_run_on_workers_and_resume_through_the_other_web_process(
+async def one_of_each(fleet: Fleet) -> tuple[str, Process, str]:
+    """A web process and a worker started; the web's URL, the worker, a new trace's id."""
+    web = fleet.web()
+    worker = fleet.worker()
+    return web, worker, await new_trace(web)
+
+
+async def test_turns_stay_on_the_worker_holding_the_trace_and_resume_elsewhere(
     fleet: Fleet, model: LoopbackServer
 ) -> None:
     first, second = fleet.web(), fleet.web()
     workers = [fleet.worker(), fleet.worker()]
     trace_id = await new_trace(first)
+    async with httpx.AsyncClient(base_url=first, timeout=60) as client:
+        body = {"preset": 1, "url": "http://127.0.0.1:1/v1", "auth": {"apiKey": "sk-x-1234"}}
+        response, _ = await analyze(client, trace_id, body)
+    assert response.status_code == 400 and "FLAMESIGHT_SECRET_KEY" in response.text
     async with connect(ws_url(first)) as socket_:
         await send(socket_, type="start_analysis", traceId=trace_id, url="http://127.0.0.1:1/v1")
         refused = await receive(socket_)
         assert refused["type"] == "error" and "worker" in refused["message"]
+        assert "FLAMESIGHT_SECRET_KEY" in refused["message"]
         await send(socket_, type="start_analysis", traceId=trace_id)
         ack = await receive(socket_)
         assert ack["type"] == "connection_ack" and ack["seq"] == 0
         turns = []
-        prompts: list[str] = []
-        # Prompts until both workers have run turns of this chat (each logs the turns it
-        # starts). arq hands a queued job to whichever worker polls first (every 0.1 s);
-        # a prompt sent the instant the previous turn ends lands on the worker that just
-        # finished it every time (measured: 30 of 30), so the test waits a random moment
-        # first, as a person would, and both workers are used within a few turns. A
-        # worker still starting up (its imports take seconds on a loaded machine) takes
-        # no job yet, so the test gives them time rather than a number of prompts.
-        deadline = time.monotonic() + SPREAD_TIMEOUT
-        while len(prompts) < 3 or min(turns_by_worker(workers, ack["sessionId"])) == 0:
-            assert time.monotonic() < deadline, turns_by_worker(workers, ack["sessionId"])
-            await anyio.sleep(random.uniform(0, 0.3))
-            prompts.append(f"Question {len(prompts) + 1}?")
-            await send(socket_, type="user_prompt", prompt=prompts[-1])
+        prompts = [f"Question {n}?" for n in range(1, 4)]
+        for prompt in prompts:
+            await send(socket_, type="user_prompt", prompt=prompt)
             turns += await until_turn_ends(socket_)
             assert turns[-1]["type"] == "model_response_end", turns[-1]
-        assert sum(turns_by_worker(workers, ack["sessionId"])) == len(prompts)
+        # The first turn parsed the trace on one worker; the others went to that worker.
+        ran = turns_by_worker(workers, ack["sessionId"])
+        assert sorted(ran) == [0, len(prompts)], ran
+        holder = workers[ran.index(len(prompts))]
+        assert parses(holder) == 1
         # A slow answer: the socket goes away, the other web process resumes the session.
         model.script(slow(2, openai_stream([f"piece {n} " for n in range(20)])))
         await send(socket_, type="user_prompt", prompt="Slow one?")
@@ -265,7 +286,8 @@ async def test_turns_run_on_workers_and_resume_through_the_other_web_process(
         history = (await receive(socket_))["history"]
     assert [m["content"] for m in history if m["role"] == "user"] == [*prompts, "Slow one?"]
     assert len([m for m in history if m["role"] == "assistant"]) == len(prompts) + 1
-    assert sum(turns_by_worker(workers, ack["sessionId"])) == len(prompts) + 1
+    assert turns_by_worker([holder], ack["sessionId"]) == [len(prompts) + 1]
+    assert parses(holder) == 1
 
 
 def turns_by_worker(workers: list[Process], session_id: str) -> list[int]:
@@ -273,12 +295,20 @@ def turns_by_worker(workers: list[Process], session_id: str) -> list[int]:
     return [p.output().count(f"of session {session_id} runs on worker") for p in workers]
 
 
+def analyses_by_worker(workers: list[Process], trace_id: str) -> list[int]:
+    """How many analyses of the trace each worker started (from its log lines)."""
+    return [p.output().count(f"of trace {trace_id} runs on worker") for p in workers]
+
+
+def parses(worker: Process) -> int:
+    """How many traces the worker has parsed (from its log lines)."""
+    return worker.output().count("parsing a trace")
+
+
 async def test_a_worker_killed_mid_turn_ends_the_turn_with_an_error(
     fleet: Fleet, model: LoopbackServer
 ) -> None:
-    web = fleet.web()
-    worker = fleet.worker()
-    trace_id = await new_trace(web)
+    web, worker, trace_id = await one_of_each(fleet)
     model.script(slow(120, openai_stream(["never sent"])))
     async with connect(ws_url(web)) as socket_:
         await send(socket_, type="start_analysis", traceId=trace_id)
@@ -340,6 +370,204 @@ async def test_a_slow_model_times_out_without_holding_up_other_sessions(
         with anyio.fail_after(30):
             again = await until_turn_ends(stuck)
         assert again[-1]["type"] == "model_response_end", again
+
+
+async def test_analyses_run_on_the_worker_holding_the_trace_and_on_another_when_it_dies(
+    fleet: Fleet, model: LoopbackServer
+) -> None:
+    web = fleet.web()
+    workers = [fleet.worker(), fleet.worker()]
+    trace_id = await new_trace(web)
+    async with httpx.AsyncClient(base_url=web, timeout=60) as client:
+        done = []
+        for preset in (1, 2):
+            response, events = await analyze(client, trace_id, {"preset": preset})
+            assert response.status_code == 200, response.text
+            assert [data["text"] for name, data in events if name == "text"] == ["Fine ", "answer."]
+            assert events[-1][0] == "done", events
+            done.append(events[-1][1])
+        ran = analyses_by_worker(workers, trace_id)
+        assert sorted(ran) == [0, 2], ran
+        holder, other = (workers[0], workers[1]) if ran[0] else (workers[1], workers[0])
+        assert parses(holder) == 1
+        assert done[1]["prompt"] == "Find the most time-consuming functions"
+        assert done[1]["answer"] == "Fine answer." and done[1]["usage"]["total_tokens"] == 1248
+        listing = (await client.get(f"/api/traces/{trace_id}/analyses")).json()["analyses"]
+        assert [item["id"] for item in listing] == [done[1]["id"], done[0]["id"]]
+        assert (await client.get(done[1]["url"])).json() == done[1]
+        async with connect(ws_url(web)) as socket_:
+            await send(socket_, type="start_analysis", traceId=trace_id)
+            ack = await receive(socket_)
+            await send(socket_, type="user_prompt", prompt="Which worker?")
+            assert (await until_turn_ends(socket_))[-1]["type"] == "model_response_end"
+            assert turns_by_worker([holder, other], ack["sessionId"]) == [1, 0]
+            assert parses(holder) == 1
+            # The holder dies: its queue is not read any more, the jobs go to the other.
+            holder.kill()
+            await send(socket_, type="user_prompt", prompt="And now?")
+            with anyio.fail_after(30):
+                turn = await until_turn_ends(socket_)
+            assert turn[-1]["type"] == "model_response_end", turn
+            assert turns_by_worker([holder, other], ack["sessionId"]) == [1, 1]
+        with anyio.fail_after(30):
+            response, events = await analyze(client, trace_id, {"preset": 3})
+        assert events[-1][0] == "done", events
+        assert analyses_by_worker([holder, other], trace_id) == [2, 1]
+        assert parses(other) == 1
+
+
+async def test_a_client_gone_mid_analysis_does_not_stop_it_being_stored(
+    fleet: Fleet, model: LoopbackServer
+) -> None:
+    web, _, trace_id = await one_of_each(fleet)
+    model.script(openai_stream_stalled(["First ", "words "], 3))
+    async with httpx.AsyncClient(base_url=web, timeout=60) as client:
+        url = f"/api/traces/{trace_id}/analyze"
+        async with client.stream("POST", url, json={"prompt": "Gone?"}) as response:
+            assert response.status_code == 200
+            async for line in response.aiter_lines():
+                if line.startswith("event: text"):
+                    break
+        with anyio.fail_after(30):
+            while True:
+                listing = (await client.get(f"/api/traces/{trace_id}/analyses")).json()
+                if listing["analyses"]:
+                    break
+                await anyio.sleep(0.2)
+    assert listing["analyses"][0]["answer"] == "First words "
+    assert listing["analyses"][0]["prompt"] == "Gone?"
+
+
+async def test_a_worker_killed_mid_analysis_ends_it_with_an_error_event(
+    fleet: Fleet, model: LoopbackServer
+) -> None:
+    web, worker, trace_id = await one_of_each(fleet)
+    model.script(openai_stream_stalled(["Half "], 120))
+    events: list[tuple[str, Any]] = []
+    async with httpx.AsyncClient(base_url=web, timeout=60) as client:
+        url = f"/api/traces/{trace_id}/analyze"
+        async with client.stream("POST", url, json={"preset": 1}) as response:
+            assert response.status_code == 200
+            name = ""
+            with anyio.fail_after(30):
+                async for line in response.aiter_lines():
+                    if line.startswith("event: "):
+                        name = line[7:]
+                    elif line.startswith("data: "):
+                        events.append((name, orjson.loads(line[6:])))
+                        if name == "text":
+                            worker.kill()
+                            killed_at = time.monotonic()
+        assert time.monotonic() - killed_at < 20
+        assert events[0] == ("text", {"text": "Half "})
+        name, error = events[-1]
+        assert name == "error" and "worker" in error["error"]["message"], events
+        assert (await client.get(f"/api/traces/{trace_id}/analyses")).json()["analyses"] == []
+        fleet.worker()
+        response, after = await analyze(client, trace_id, {"preset": 1})
+        assert after[-1][0] == "done", after
+
+
+CLIENT_KEY = "sk-client-given-9f3a7c51d2"
+CLIENT_SECRET = "oauth-client-given-secret-4b81e"
+SECRET_KEY = "fleet-shared-secret-key-0123456789abcdef"
+
+
+def redis_dump(redis_url: str) -> bytes:
+    """Every key and value of the Redis database (strings, hashes, sets, lists, streams)."""
+    client = redis.Redis.from_url(redis_url)
+    parts: list[bytes] = []
+    for key in client.scan_iter(count=1000):
+        parts.append(key)
+        kind = client.type(key)
+        if kind == b"string":
+            parts.append(client.get(key) or b"")
+        elif kind == b"hash":
+            parts += [b"%s=%s" % item for item in client.hgetall(key).items()]
+        elif kind == b"set":
+            parts += list(client.smembers(key))
+        elif kind == b"zset":
+            parts += [member for member, _ in client.zrange(key, 0, -1, withscores=True)]
+        elif kind == b"list":
+            parts += client.lrange(key, 0, -1)
+        elif kind == b"stream":
+            for _id, fields in client.xrange(key):
+                parts += [b"%s=%s" % item for item in fields.items()]
+    return b"\n".join(parts)
+
+
+async def test_client_endpoints_reach_workers_sealed_and_never_in_the_clear(
+    fleet: Fleet, redis_url: str, database_url: str
+) -> None:
+    issuer = TokenIssuer("flamesight-client", CLIENT_SECRET)
+    accepts = lambda request: bearer_is(CLIENT_KEY)(request) or issuer.bearer_is_valid(request)  # noqa: E731
+    reply = require(accepts, openai_stream(["Client ", "model."]), openai_error(401, "bad key"))
+    fleet.env["FLAMESIGHT_SECRET_KEY"] = SECRET_KEY
+    dumps: list[bytes] = []
+    with LoopbackServer(reply) as client_model, LoopbackServer(issuer) as tokens:
+        web = fleet.web()
+        worker = fleet.worker()
+        trace_id = await new_trace(web)
+        endpoint = {"url": client_model.url + "/v1", "auth": {"apiKey": CLIENT_KEY}}
+        async with connect(ws_url(web)) as socket_:
+            await send(socket_, type="start_analysis", traceId=trace_id, **endpoint)
+            ack = await receive(socket_)
+            assert ack["type"] == "connection_ack", ack
+            await send(socket_, type="user_prompt", prompt="Whose model?")
+            turn = await until_turn_ends(socket_)
+            assert turn[-1]["type"] == "model_response_end", turn
+            text = "".join(e["text"] for e in turn if e["type"] == "model_chunk_append")
+            assert text == "Client model."
+            sealed_key = f"flamesight:chat:{ack['sessionId']}:endpoint"
+            assert redis.Redis.from_url(redis_url).exists(sealed_key)
+            dumps.append(redis_dump(redis_url))
+        with anyio.fail_after(10):
+            while redis.Redis.from_url(redis_url).exists(sealed_key):
+                await anyio.sleep(0.1)
+        block = f"{tokens.url}/oauth2/token\nflamesight-client\n{CLIENT_SECRET}\n"
+        async with httpx.AsyncClient(base_url=web, timeout=60) as client:
+            for auth in ({"apiKey": CLIENT_KEY}, {"oauth": block}):
+                body = {"preset": 1, "url": client_model.url + "/v1", "auth": auth}
+                response, events = await analyze(client, trace_id, body)
+                assert response.status_code == 200, response.text
+                assert events[-1][0] == "done", events
+                assert events[-1][1]["answer"] == "Client model."
+                dumps.append(redis_dump(redis_url))
+    assert analyses_by_worker([worker], trace_id) == [2]
+    assert [r.headers.get("authorization") for r in client_model.requests[:2]] == [
+        f"Bearer {CLIENT_KEY}"
+    ] * 2
+    assert issuer.issued and client_model.requests[-1].headers["authorization"] == (
+        f"Bearer {issuer.issued[-1]}"
+    )
+    fleet.stop()
+    dumps.append(redis_dump(redis_url))
+    secrets = [CLIENT_KEY, CLIENT_SECRET, *issuer.issued]
+    for dump in dumps:
+        assert not [s for s in secrets if s.encode() in dump]
+    settings = Settings(data_dir=fleet.tmp / "data", database_url=database_url)
+    assert await secrets_left(settings, secrets) == []
+    for process in fleet.processes:
+        assert not [s for s in secrets if s in process.output()]
+
+
+async def test_a_sealed_endpoint_opens_only_with_its_key_and_for_its_place() -> None:
+    chosen = ClientEndpoint.model_validate(
+        {"url": "http://127.0.0.1:9/v1", "model": "m", "auth": {"apiKey": CLIENT_KEY}}
+    )
+    sealer = EndpointSealer(Secret(SECRET_KEY))
+    policy = UrlPolicy(allow_loopback=False, allow_private=True)
+    sealed = sealer.seal(chosen, policy, "flamesight:chat:a:endpoint")
+    assert CLIENT_KEY.encode() not in sealed and b"127.0.0.1" not in sealed
+    assert sealer.open(sealed, "flamesight:chat:a:endpoint") == (chosen, policy)
+    other = EndpointSealer(Secret(SECRET_KEY[::-1]))
+    for opener, where in (
+        (sealer, "flamesight:chat:b:endpoint"),
+        (other, "flamesight:chat:a:endpoint"),
+    ):
+        with pytest.raises(LLMError) as failure:
+            opener.open(sealed, where)
+        assert failure.value.message == UNSEALABLE
 
 
 class PrivateRedis:

@@ -50,6 +50,14 @@ STORAGE_URL_HELP = (
 )
 
 
+SECRET_KEY_FILE_HELP = (
+    "Fleet mode: a file whose first line is the secret key (32+ characters) that web processes "
+    "and workers share to hand client-given model endpoints to workers encrypted "
+    "(default: $FLAMESIGHT_SECRET_KEY_FILE, else the key in $FLAMESIGHT_SECRET_KEY; none: "
+    "such endpoints are refused)."
+)
+
+
 def check_storage_url(url: str | None, storage_dir: Path | None) -> None:
     """Refuse --storage-url with --storage-dir, or a URL that names no storage we have."""
     from flamesight.server.settings import storage_location
@@ -120,6 +128,11 @@ def data_location_options(command: F) -> F:
     help=STORAGE_URL_HELP,
 )
 @click.option(
+    "--secret-key-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help=SECRET_KEY_FILE_HELP,
+)
+@click.option(
     "--open",
     "open_file",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
@@ -135,6 +148,7 @@ def serve_command(
     cache_size: str | None,
     redis_url: str | None,
     storage_url: str | None,
+    secret_key_file: Path | None,
     open_file: Path | None,
 ) -> None:
     """Run the flamesight web server (REST API, docs at /docs).
@@ -162,6 +176,7 @@ def serve_command(
             max_upload=max_upload,
             cache_size=cache_size,
             redis_url=redis_url,
+            secret_key_file=secret_key_file,
         )
     except ValueError as error:
         raise click.BadParameter(str(error)) from None

@@ -1,9 +1,10 @@
-"""`flamesight worker`: runs the chat turns of fleet mode (arq on Redis).
+"""`flamesight worker`: runs the chat turns and analyses of fleet mode (arq on Redis).
 
-Start it with the same database, blob storage and Redis as `flamesight
-serve --redis-url ...`; any number of workers and web processes may share
-one Redis. Turns use the worker's own model endpoint settings
-(``FLAMESIGHT_LLM_*``, the config file). See docs/fleet.md.
+Start it with the same database, blob storage, Redis and secret key as
+`flamesight serve --redis-url ...`; any number of workers and web processes
+may share one Redis. Jobs use the worker's own model endpoint settings
+(``FLAMESIGHT_LLM_*``, the config file) unless the client named one, which
+reaches the worker sealed with the shared secret key. See docs/fleet.md.
 """
 
 from __future__ import annotations
@@ -15,7 +16,12 @@ from pathlib import Path
 import click
 
 from flamesight.cli.commands import InputError, main
-from flamesight.cli.serve_command import STORAGE_URL_HELP, check_storage_url, data_location_options
+from flamesight.cli.serve_command import (
+    SECRET_KEY_FILE_HELP,
+    STORAGE_URL_HELP,
+    check_storage_url,
+    data_location_options,
+)
 
 
 @main.command("worker")
@@ -33,11 +39,17 @@ from flamesight.cli.serve_command import STORAGE_URL_HELP, check_storage_url, da
     help="Memory for parsed profiles, e.g. 4GiB (default: $FLAMESIGHT_CACHE_SIZE or 2GiB).",
 )
 @click.option(
+    "--secret-key-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help=SECRET_KEY_FILE_HELP,
+)
+@click.option(
     "--max-jobs",
     type=click.IntRange(1, 1000),
     default=10,
     show_default=True,
-    help="Chat turns this worker runs at once.",
+    help="Jobs (chat turns, analyses) this worker runs at once from the shared queue, and "
+    "again from its own queue (jobs for the traces it has in memory).",
 )
 def worker_command(
     redis_url: str | None,
@@ -46,11 +58,12 @@ def worker_command(
     storage_dir: Path | None,
     storage_url: str | None,
     cache_size: str | None,
+    secret_key_file: Path | None,
     max_jobs: int,
 ) -> None:
-    """Run chat turns for `flamesight serve --redis-url` (fleet mode) until stopped."""
+    """Run chat turns and analyses for `flamesight serve --redis-url` (fleet mode) until stopped."""
     from flamesight.server import Settings
-    from flamesight.server.fleet import run_worker
+    from flamesight.server.fleet_jobs import run_worker
 
     check_storage_url(storage_url, storage_dir)
     try:
@@ -61,6 +74,7 @@ def worker_command(
             storage_url=storage_url,
             cache_size=cache_size,
             redis_url=redis_url,
+            secret_key_file=secret_key_file,
         )
     except ValueError as error:
         raise click.BadParameter(str(error)) from None
@@ -68,7 +82,7 @@ def worker_command(
         raise InputError("a worker needs a Redis: give --redis-url or set FLAMESIGHT_REDIS_URL")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     click.echo(
-        f"flamesight worker: {max_jobs} turns at a time, queue on {_shown(settings.redis_url)}"
+        f"flamesight worker: {max_jobs} jobs at a time, queue on {_shown(settings.redis_url)}"
     )
     asyncio.run(run_worker(settings, max_jobs))
 

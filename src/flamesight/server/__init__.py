@@ -106,14 +106,17 @@ fleet mode) builds on them rather than around them:
   `InProcessJobQueue` (asyncio task; the agent in a worker thread) and
   `StoredEventBus` (memory fan-out); fleet mode replaces both. One turn
   per session at a time (`TurnGate`).
-- Fleet mode (`fleet`, docs/fleet.md): `--redis-url` puts chat turns on arq
-  (`flamesight worker` runs them; the web process only enqueues), events
-  on a Redis Stream per session (seq from a Redis counter seeded from the
-  database; each event stored, then streamed), one turn per session by a
-  Redis key the worker keeps alive (a dead worker's turn ends with an
-  `error` event sent by the web process that queued it). Client-given chat
-  endpoints are refused there (their credentials cannot leave the
-  process). Database connection errors answer 503 "unavailable". Messages (tool calls included) are stored as
+- Fleet mode (`fleet`, `fleet_jobs`, docs/fleet.md): `--redis-url` puts
+  chat turns and "Send to LLM" analyses on arq (`flamesight worker` runs
+  them; the web process only enqueues, on the queue of a live worker that
+  already holds the trace when there is one), events on a Redis Stream per
+  session or analysis (seq from a Redis counter seeded from the database;
+  each event stored, then streamed), one job per session by a Redis key
+  the worker keeps alive (a dead worker's job ends with an `error` event
+  sent by the web process that queued it). Client-given endpoints reach
+  the workers only sealed with the deployment's `FLAMESIGHT_SECRET_KEY`
+  (and are refused without it). Database connection errors answer 503
+  "unavailable". Messages (tool calls included) are stored as
   `flamesight.agent.history_to_dicts` writes them; snapshots go to blob
   storage under `<owner>/snapshots/` and are served to their owner by
   `GET /api/snapshots/{id}`. Chat, snapshot and analysis rows are reached

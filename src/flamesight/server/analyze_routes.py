@@ -14,17 +14,22 @@ error answer instead: 400 for what the request got wrong (``url_refused``
 for a model, token or redirect URL the server will not talk to), 502
 ``model_failed`` for the endpoint. The credentials live in that request's
 memory only. A successful analysis is stored (prompt, range, model,
-answer, duration, token usage; never a credential):
+answer, duration, token usage; never a credential), even when the client
+went away before the end:
 ``GET /api/traces/{id}/analyses`` lists them, newest first;
 ``GET /api/analyses/{id}`` is one, ``GET /api/analyses/{id}.md`` its
 Markdown report.
+
+One process runs `perform_analysis` as a task of its own; fleet mode
+(`ChatService.analyses`) queues it for a worker, which runs the same
+function and sends its pieces back through Redis (see `fleet`).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from typing import Any, Protocol
 
 import anyio.to_thread
 import orjson
@@ -36,9 +41,16 @@ from flamesight.llm import Failure, LLMError, analyze, render_report, resolve_pr
 from flamesight.server.chat_store import AnalysisRecord, ChatRepository
 from flamesight.server.dependencies import State, UserId, UserRepository
 from flamesight.server.errors import ApiError
-from flamesight.server.model_endpoints import ClientEndpoint, ModelEndpoint, resolve_endpoint
+from flamesight.server.model_endpoints import (
+    ClientEndpoint,
+    ModelEndpoint,
+    endpoint_given,
+    resolve_endpoint,
+)
+from flamesight.server.repository import NotFound, TraceRecord
+from flamesight.server.state import ServerState
 from flamesight.server.trace_routes import json_response, select
-from flamesight.server.url_policy import RefusedUrl
+from flamesight.server.url_policy import RefusedUrl, UrlPolicy
 
 router = APIRouter(tags=["analyses"])
 
@@ -82,10 +94,14 @@ def model_error(error: LLMError, endpoint: ModelEndpoint | None = None) -> ApiEr
     return ApiError(502, "model_failed", error.message)
 
 
-async def open_endpoint(state: State, chosen: ClientEndpoint) -> ModelEndpoint:
-    """The endpoint a client names, checked before anything is sent (400 when refused)."""
+async def open_endpoint(
+    state: ServerState, chosen: ClientEndpoint, policy: UrlPolicy | None = None
+) -> ModelEndpoint:
+    """The endpoint a client names, checked (by `policy`, else the server's) before anything
+    is sent (400 when refused)."""
+    policy = policy or state.settings.url_policy
     try:
-        return await anyio.to_thread.run_sync(resolve_endpoint, state.settings.url_policy, chosen)
+        return await anyio.to_thread.run_sync(resolve_endpoint, policy, chosen)
     except RefusedUrl as error:
         raise refused(error) from None
     except LLMError as error:
@@ -97,21 +113,45 @@ def sse(event: str, document: Any) -> bytes:
     return b"event: " + event.encode() + b"\ndata: " + orjson.dumps(document) + b"\n\n"
 
 
-@router.post("/api/traces/{trace_id}/analyze")
-async def analyze_trace(
-    trace_id: str, body: AnalyzeBody, state: State, user_id: UserId, repository: UserRepository
-) -> Response:
-    """Ask a model about a range of the trace; the answer streams as server-sent events."""
+Piece = tuple[str, Any]
+"""What an analysis reports: ("text", str)..., then ("done", document) or ("error", ApiError)."""
+
+
+async def perform_analysis(
+    state: ServerState,
+    user_id: str,
+    trace_id: str,
+    body: AnalyzeBody,
+    endpoint_of: Callable[[], Awaitable[ModelEndpoint]],
+    pieces: asyncio.Queue[Piece],
+) -> None:
+    """Run one analysis, putting its pieces on `pieces` and storing its answer.
+
+    Every way it ends puts a last piece, ``done`` or ``error`` (a failure
+    before the first piece too: a trace, range, prompt or endpoint the
+    request got wrong). `endpoint_of` opens the endpoint once the request
+    is known to be good.
+    """
     start = None if body.start is None else str(body.start)
     end = None if body.end is None else str(body.end)
-    chosen = await select(state, repository, trace_id, body.profile, start, end)
     try:
-        prompt = resolve_prompt(body.preset, body.prompt)
-    except LLMError as error:
-        raise model_error(error) from None
-    endpoint = await open_endpoint(state, body)
+        try:
+            chosen = await select(
+                state, state.repository(user_id), trace_id, body.profile, start, end
+            )
+            prompt = resolve_prompt(body.preset, body.prompt)
+        except LLMError as error:
+            raise model_error(error) from None
+        except NotFound as error:
+            raise ApiError(404, "not_found", str(error)) from None
+        endpoint = await endpoint_of()
+    except ApiError as error:
+        pieces.put_nowait(("error", error))
+        return
+    except Exception:
+        pieces.put_nowait(("error", ApiError(500, "internal_error", "the analysis failed")))
+        raise
     loop = asyncio.get_running_loop()
-    pieces: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
 
     def on_text(piece: str) -> None:
         loop.call_soon_threadsafe(pieces.put_nowait, ("text", piece))
@@ -129,42 +169,81 @@ async def analyze_trace(
             source=chosen.trace.name,
         )
 
-    async def run() -> None:
-        # A task of its own: the analysis is stored even when the client goes away.
-        try:
-            result = await anyio.to_thread.run_sync(ask)
-        except LLMError as error:
-            pieces.put_nowait(("error", model_error(error, endpoint)))
-            return
-        except RefusedUrl as error:  # a redirect the model client was not allowed to follow
-            pieces.put_nowait(("error", refused(error)))
-            return
-        except Exception:
-            pieces.put_nowait(("error", ApiError(500, "internal_error", "the analysis failed")))
-            raise
-        store = ChatRepository(state.sessions, user_id)
-        data = result.to_dict()
-        analysis_id = await store.add_analysis(chosen.trace.id, data, render_report(result))
-        record = await store.get_analysis(analysis_id)
-        pieces.put_nowait(("done", analysis_document(record)))
+    try:
+        result = await anyio.to_thread.run_sync(ask)
+    except LLMError as error:
+        pieces.put_nowait(("error", model_error(error, endpoint)))
+        return
+    except RefusedUrl as error:  # a redirect the model client was not allowed to follow
+        pieces.put_nowait(("error", refused(error)))
+        return
+    except Exception:
+        pieces.put_nowait(("error", ApiError(500, "internal_error", "the analysis failed")))
+        raise
+    store = ChatRepository(state.sessions, user_id)
+    analysis_id = await store.add_analysis(chosen.trace.id, result.to_dict(), render_report(result))
+    record = await store.get_analysis(analysis_id)
+    pieces.put_nowait(("done", analysis_document(record)))
 
-    state.chat.keep(asyncio.create_task(run()))
-    kind, first = await pieces.get()
+
+class AnalysisQueue(Protocol):
+    """Where analyses run when not in this process (fleet mode: workers)."""
+
+    async def start(
+        self, user_id: str, trace: TraceRecord, body: AnalyzeBody
+    ) -> AsyncGenerator[Piece, None]:
+        """Queue the analysis; its pieces as they come."""
+        ...
+
+
+async def queued_pieces(pieces: asyncio.Queue[Piece]) -> AsyncGenerator[Piece, None]:
+    """The pieces of an analysis running in this process, up to its last."""
+    while True:
+        kind, item = await pieces.get()
+        yield kind, item
+        if kind != "text":
+            return
+
+
+@router.post("/api/traces/{trace_id}/analyze")
+async def analyze_trace(
+    trace_id: str, body: AnalyzeBody, state: State, user_id: UserId, repository: UserRepository
+) -> Response:
+    """Ask a model about a range of the trace; the answer streams as server-sent events."""
+    remote = state.chat.analyses
+    if remote is None:
+        pieces: asyncio.Queue[Piece] = asyncio.Queue()
+        # A task of its own: the analysis is stored even when the client goes away.
+        run = perform_analysis(
+            state, user_id, trace_id, body, lambda: open_endpoint(state, body), pieces
+        )
+        state.chat.keep(asyncio.create_task(run))
+        source = queued_pieces(pieces)
+    else:
+        trace = await repository.get_trace(trace_id)
+        if endpoint_given(body):
+            await open_endpoint(state, body)
+        source = await remote.start(user_id, trace, body)
+    kind, first = await anext(source)
     if kind == "error":
+        await source.aclose()
         raise first
 
     async def stream() -> AsyncIterator[bytes]:
         kind, item = "text", first
-        while True:
-            if kind == "text":
-                yield sse("text", {"text": item})
-            elif kind == "done":
-                yield sse("done", item)
-                return
-            else:
-                yield sse("error", {"error": {"code": item.code, "message": item.message}})
-                return
-            kind, item = await pieces.get()
+        try:
+            while True:
+                if kind == "text":
+                    yield sse("text", {"text": item})
+                elif kind == "done":
+                    yield sse("done", item)
+                    return
+                else:
+                    yield sse("error", {"error": {"code": item.code, "message": item.message}})
+                    return
+                kind, item = await anext(source)
+        finally:
+            await source.aclose()
 
     headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
     return StreamingResponse(stream(), media_type="text/event-stream", headers=headers)

@@ -3,12 +3,14 @@
 A profile file is parsed once, in a worker thread (never on the event loop);
 later requests for it, and concurrent ones while it is being parsed, get the
 same `ProfileGroup`. Sizes are estimates: the NumPy columns' bytes plus the
-frame name and file strings.
+frame name and file strings. `changed` is set whenever an entry comes or
+goes, so a fleet worker can tell Redis which traces it holds.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import sys
 from collections import OrderedDict
 from collections.abc import Callable
@@ -19,6 +21,8 @@ import anyio.to_thread
 import numpy as np
 
 from flamesight.model import Profile, ProfileGroup
+
+log = logging.getLogger(__name__)
 
 
 def array_nbytes(array: np.ndarray) -> int:
@@ -60,12 +64,18 @@ class ProfileCache:
         self._loading: dict[str, asyncio.Future[ProfileGroup]] = {}
         self._derived: dict[str, dict[Any, Any]] = {}
         self.bytes_used = 0
+        self.changed = asyncio.Event()
+        """Set when an entry was added or dropped (whoever waits on it clears it)."""
 
     def __contains__(self, key: str) -> bool:
         return key in self._entries
 
     def __len__(self) -> int:
         return len(self._entries)
+
+    def keys(self) -> list[str]:
+        """The keys of the cached groups, least recently used first."""
+        return list(self._entries)
 
     def put(self, key: str, group: ProfileGroup) -> None:
         """Keep `group` as `key` (the most recently used), dropping old entries to fit."""
@@ -75,6 +85,7 @@ class ProfileCache:
             return
         self._entries[key] = (group, size)
         self.bytes_used += size
+        self.changed.set()
         while self.bytes_used > self.max_bytes:
             key, (_, dropped) = self._entries.popitem(last=False)
             self._derived.pop(key, None)
@@ -87,6 +98,7 @@ class ProfileCache:
         self._derived.pop(key, None)
         if entry is not None:
             self.bytes_used -= entry[1]
+            self.changed.set()
 
     def derived(self, key: str) -> dict[Any, Any]:
         """What callers computed from the group cached as `key` (the chat's system message).
@@ -100,6 +112,7 @@ class ProfileCache:
     async def parse(self, parse: Callable[[], ProfileGroup]) -> ProfileGroup:
         """Run `parse` in a worker thread, counting it."""
         self.stats.parses += 1
+        log.info("parsing a trace (%d parses in this process)", self.stats.parses)
         return await anyio.to_thread.run_sync(parse)
 
     async def get(self, key: str, parse: Callable[[], ProfileGroup]) -> ProfileGroup:

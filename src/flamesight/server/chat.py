@@ -18,9 +18,10 @@ A turn loads the trace (from the profile cache; the agent's system message,
 a budgeted summary of the profile, is built once and kept beside it in the
 cache, `ProfileCache.derived`), the stored history and
 the session's endpoint (credentials the client gave in `start_analysis`,
-held in memory by `ChatService.endpoints` for that session only, else the
-server's own settings), runs `flamesight.agent.ChatAgent`, and stores the
-messages the turn committed (tool calls and results included) before its
+held in memory by `ChatService.endpoints` for that session only, or in
+fleet mode sealed in Redis by an `EndpointVault` until the socket that gave
+them closes; else the server's own settings), runs
+`flamesight.agent.ChatAgent`, and stores the messages the turn committed (tool calls and results included) before its
 last event (`model_response_end` or `error`) goes out, so the next prompt
 always sees them. A failing model ends the turn with an `error` event; the
 user's message, stored before the job started, stays.
@@ -49,17 +50,28 @@ from flamesight.agent import (
     history_to_dicts,
 )
 from flamesight.agent.events import ErrorEvent, Event, ModelResponseEnd
-from flamesight.llm import LLMError, scrub
+from flamesight.llm import Failure, LLMError, scrub
 from flamesight.server.chat_store import ChatRepository, SessionRecord, snapshot_blob_key
-from flamesight.server.model_endpoints import ClientEndpoint, ModelEndpoint, resolve_endpoint
+from flamesight.server.model_endpoints import (
+    UNSEALABLE,
+    ClientEndpoint,
+    ModelEndpoint,
+    resolve_endpoint,
+)
 from flamesight.server.repository import new_id
 from flamesight.server.uploads import open_trace
 
 if TYPE_CHECKING:
     from flamesight.model import ProfileGroup
+    from flamesight.server.analyze_routes import AnalysisQueue
     from flamesight.server.state import ServerState
 
 log = logging.getLogger(__name__)
+
+EXPIRED_ENDPOINT = (
+    "the model endpoint this chat named is no longer kept (it expires when unused for long, "
+    "and when the socket that gave it closes); send start_analysis with it again"
+)
 
 
 @dataclass(frozen=True)
@@ -70,6 +82,28 @@ class ChatTurnJob:
     session_id: str
     turn_id: str = ""
     """Which turn of the session (fleet mode checks a worker still owns it)."""
+    sealed_endpoint: bool = False
+    """The turn uses the endpoint the client gave, sealed in the `EndpointVault` (fleet mode)."""
+
+
+class EndpointVault(Protocol):
+    """Client-given chat endpoints sealed where workers can open them (fleet mode)."""
+
+    async def seal(self, session_id: str, chosen: ClientEndpoint) -> bytes:
+        """Keep the session's endpoint sealed (for a while); the sealed value."""
+        ...
+
+    async def refresh(self, session_id: str) -> bool:
+        """Keep the session's sealed endpoint longer; False when it is gone."""
+        ...
+
+    async def forget(self, session_id: str, sealed: bytes) -> None:
+        """Drop the session's sealed endpoint if it is still `sealed`."""
+        ...
+
+    async def open(self, session_id: str) -> ModelEndpoint:
+        """The session's endpoint, opened and checked (`LLMError` when gone or unreadable)."""
+        ...
 
 
 class TurnGate(Protocol):
@@ -267,18 +301,50 @@ class ChatService:
         self.turns: TurnGate = LocalTurnGate()
         self.client_endpoints_refused: str | None = None
         """Why clients may not name their own endpoint (fleet mode), or None when they may."""
+        self.vault: EndpointVault | None = None
+        """Fleet mode: where client endpoints wait, sealed, for the workers."""
+        self.sealed: dict[str, bytes] = {}
+        """The sessions whose endpoint this process sealed for an open socket, and the value."""
+        self.analyses: AnalysisQueue | None = None
+        """Fleet mode: where "Send to LLM" analyses run (None: in this process)."""
 
     async def close(self) -> None:
         """Stop the turns still running and forget every credential."""
         await self.jobs.close()
         self.endpoints.clear()
+        self.sealed.clear()
 
     def keep(self, task: asyncio.Task[Any]) -> None:
         """Keep a background task of a request (an analysis) alive until it finishes."""
         self.jobs.keep(task)
 
-    async def endpoint(self, session_id: str) -> ModelEndpoint:
-        """The session's endpoint: the client's, else the server's own settings."""
+    async def remember_endpoint(
+        self, session_id: str, chosen: ClientEndpoint, endpoint: ModelEndpoint
+    ) -> bytes | None:
+        """Use the client's endpoint for the session's turns: in memory, or sealed for the
+        workers (fleet mode: the sealed value, for `forget_endpoint`)."""
+        if self.vault is None:
+            self.endpoints[session_id] = endpoint
+            return None
+        sealed = await self.vault.seal(session_id, chosen)
+        self.sealed[session_id] = sealed
+        return sealed
+
+    async def forget_endpoint(self, session_id: str, sealed: bytes) -> None:
+        """The socket that sealed the session's endpoint closed: drop it, unless another
+        socket has given one since (fleet mode; in one process an endpoint stays in memory
+        for its session until restart)."""
+        if self.vault is None or self.sealed.get(session_id) != sealed:
+            return
+        del self.sealed[session_id]
+        await self.vault.forget(session_id, sealed)
+
+    async def endpoint(self, session_id: str, sealed: bool = False) -> ModelEndpoint:
+        """The session's endpoint: the client's (`sealed`: from the vault), else the server's."""
+        if sealed:
+            if self.vault is None:
+                raise LLMError(Failure.CONFIG, UNSEALABLE)
+            return await self.vault.open(session_id)
         given = self.endpoints.get(session_id)
         if given is not None:
             return given
@@ -289,9 +355,12 @@ class ChatService:
         """Store the question, announce `waiting_for_model`, enqueue the turn.
 
         None when it started; a message saying why not when a turn of the
-        session is still running.
+        session is still running (or the endpoint the client gave has expired).
         """
-        job = ChatTurnJob(session.owner_id, session.id, new_id())
+        sealed = session.id in self.sealed
+        if sealed and self.vault is not None and not await self.vault.refresh(session.id):
+            return EXPIRED_ENDPOINT
+        job = ChatTurnJob(session.owner_id, session.id, new_id(), sealed)
         if not await self.turns.claim(job):
             return "the previous question is still being answered; wait for its answer"
         try:
@@ -315,7 +384,7 @@ class ChatService:
         try:
             trace = await self.state.repository(job.owner_id).get_trace(session.trace_id)
             group = await open_trace(self.state, trace)
-            endpoint = await self.endpoint(session.id)
+            endpoint = await self.endpoint(session.id, job.sealed_endpoint)
             secrets = endpoint.auth.secrets()
             stored = history_from_dicts(await store.messages(session.id))
             agent = ChatAgent(

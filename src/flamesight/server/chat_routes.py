@@ -9,8 +9,8 @@ protocol" lists them. Client to server:
   answers ``connection_ack {sessionId, traceId, seq, history}``. It may
   carry a model endpoint, ``url``, ``model``, ``provider`` and ``auth``
   (``{"apiKey"}`` or ``{"oauth"}``), checked like "Send to LLM"'s and held
-  in memory for that session only; without one the server's settings are
-  used.
+  in memory for that session only (in fleet mode sealed for the workers,
+  until this socket closes); without one the server's settings are used.
 - ``user_prompt {prompt}``: stores the question, publishes
   ``waiting_for_model`` and enqueues the turn; the turn's events follow:
   ``model_chunk_start``, ``model_chunk_append {text}``, ``model_chunk_end``,
@@ -42,14 +42,12 @@ from pydantic import ValidationError
 from flamesight.llm import LLMError
 from flamesight.server.chat_store import ChatRepository, SessionRecord, SnapshotRecord
 from flamesight.server.dependencies import State, UserId
-from flamesight.server.model_endpoints import ClientEndpoint, resolve_endpoint
+from flamesight.server.model_endpoints import ENDPOINT_FIELDS, ClientEndpoint, resolve_endpoint
 from flamesight.server.repository import NotFound
 from flamesight.server.state import ServerState
 from flamesight.server.url_policy import RefusedUrl
 
 router = APIRouter(tags=["chat"])
-
-ENDPOINT_FIELDS = ("url", "model", "provider", "auth")
 
 
 class ProtocolError(Exception):
@@ -88,6 +86,8 @@ class ChatSocket:
         self.session: SessionRecord | None = None
         self.delivered = 0
         self.relay: asyncio.Task[None] | None = None
+        self.sealed_endpoints: dict[str, bytes] = {}
+        """The endpoints this socket sealed (fleet mode), by session: dropped when it closes."""
         self._send_lock = asyncio.Lock()
 
     async def send(self, document: dict[str, Any]) -> None:
@@ -112,6 +112,8 @@ class ChatSocket:
             pass
         finally:
             await self.unbind()
+            for session_id, sealed in self.sealed_endpoints.items():
+                await self.state.chat.forget_endpoint(session_id, sealed)
 
     async def handle(self, message: dict[str, Any]) -> None:
         """Act on one client message."""
@@ -134,19 +136,21 @@ class ChatSocket:
             trace = await self.state.repository(self.user_id).get_trace(trace_id)
         except NotFound:
             raise ProtocolError(f"no trace {trace_id!r}") from None
-        endpoint = None
+        given = None
         if any(message.get(name) is not None for name in ENDPOINT_FIELDS):
             refused = self.state.chat.client_endpoints_refused
             if refused is not None:
                 raise ProtocolError(refused)
-            endpoint = await self.client_endpoint(message)
+            given = await self.client_endpoint(message)
         session = await self.choose_session(trace.id, message)
-        if endpoint is not None:
-            self.state.chat.endpoints[session.id] = endpoint
+        if given is not None:
+            sealed = await self.state.chat.remember_endpoint(session.id, *given)
+            if sealed is not None:
+                self.sealed_endpoints[session.id] = sealed
         await self.bind(session, None)
 
-    async def client_endpoint(self, message: dict[str, Any]) -> Any:
-        """The endpoint fields of `message`, checked like "Send to LLM"'s."""
+    async def client_endpoint(self, message: dict[str, Any]) -> tuple[ClientEndpoint, Any]:
+        """The endpoint fields of `message`, checked like "Send to LLM"'s, and resolved."""
         try:
             chosen = ClientEndpoint.model_validate(
                 {name: message.get(name) for name in ENDPOINT_FIELDS}
@@ -157,7 +161,7 @@ class ChatSocket:
             ) from None
         policy = self.state.settings.url_policy
         try:
-            return await anyio.to_thread.run_sync(resolve_endpoint, policy, chosen)
+            return chosen, await anyio.to_thread.run_sync(resolve_endpoint, policy, chosen)
         except (RefusedUrl, LLMError) as error:
             raise ProtocolError(str(error)) from None
 

@@ -1,4 +1,4 @@
-"""Fleet mode: chat turns on arq workers, their events on Redis Streams.
+"""Fleet mode: chat turns and analyses on arq workers, their events through Redis.
 
 `flamesight serve --redis-url URL` and `flamesight worker --redis-url URL`
 (same database and blob storage) share one Redis. `join_fleet` replaces the
@@ -17,21 +17,50 @@ embedded parts of `ChatService`:
   A subscriber follows the stream with ``XREAD BLOCK`` from the entry that
   was last when it subscribed; when Redis goes away it retries, and once
   back it first catches up from the database, so nothing written is lost.
-- `ArqJobQueue`: the web process enqueues ``chat_turn`` jobs (arq,
-  ``max_tries=1``: a turn is never run twice) and the worker runs them.
-- `RedisTurnGate`: one turn per session across processes: a key
-  ``flamesight:chat:{session}:turn`` holding the turn's id, set with ``NX``
-  and a time to live. A worker taking the job checks the key still holds
-  its turn id, and keeps it alive (heartbeat) while it runs. The web
-  process that enqueued the turn watches the key: gone (or taken by
-  another turn) without the turn marked done means the worker died or no
-  worker took the job in time, and the client is sent an ``error`` event.
-  The user's message was stored before the job was queued, so the next
-  prompt works at once.
-- Client-given model endpoints are refused: their credentials live in one
-  process's memory (`flamesight.llm` secrets refuse to be pickled), and a
-  worker cannot be handed them safely. Turns use the server's (and the
-  workers') own settings, ``FLAMESIGHT_LLM_*``.
+- `ArqJobQueue`: the web process enqueues jobs (arq, ``max_tries=1``:
+  ``chat_turn`` and ``analysis``) and watches them; `fleet_jobs` is the
+  worker's side.
+- `RedisLeases`: a job runs at most once and a lost one is noticed. A key
+  holds the job's id while it waits (set with ``NX`` and a time to live);
+  a worker taking the job turns it into ``"{id} running"`` in one script
+  (only one taker can), and keeps it alive (heartbeat) while it runs. The
+  web process that enqueued the job watches the key: gone (or taken by
+  another job) without the job marked done means the worker died or no
+  worker took the job in time, and the client is told. For a chat turn the
+  key is the session's (``flamesight:chat:{session}:turn``, `RedisTurnGate`:
+  one turn per session across processes; the user's message was stored
+  before the job was queued, so the next prompt works at once); for an
+  analysis, its own (``flamesight:analysis:{id}:lease``).
+- `RedisAnalyses`: "Send to LLM" in a fleet. The web process checks the
+  trace and the endpoint, enqueues an ``analysis`` job and relays its
+  pieces from a stream of its own (``flamesight:analysis:{id}:events``,
+  kept 10 minutes) as server-sent events. The worker runs
+  `analyze_routes.perform_analysis`, the function one process runs, so the
+  stored analysis is the same; a client that goes away stops nothing.
+- Worker affinity: each worker also consumes a queue of its own
+  (``flamesight:worker:{name}:jobs``), says it is alive
+  (``flamesight:worker:{name}:alive``, 10 s, refreshed every 3 s) and which
+  traces its memory cache holds (a hash per trace blob,
+  ``flamesight:cache:{blob}:workers``, kept 30 s, refreshed, the worker's
+  field removed when the cache drops the trace). A job about a trace goes
+  to the queue of a live worker holding it, else to the shared queue; one
+  not taken within 2 s is withdrawn from that queue (unless already
+  started) and put on the shared one. The lease's atomic take makes sure
+  it runs once whichever copy a worker picks.
+- Client-given model endpoints (`RedisEndpointVault`): with a shared secret
+  key (``FLAMESIGHT_SECRET_KEY`` or ``--secret-key-file``, the same for
+  every web process and worker) the web process seals the endpoint (URL,
+  model, provider, credentials, and the URL policy it passed) with Fernet
+  under a key derived from the secret by HKDF-SHA256
+  (`model_endpoints.EndpointSealer`) and keeps the ciphertext in Redis: a
+  chat session's under ``flamesight:chat:{session}:endpoint`` for an hour,
+  the time to live renewed by every prompt, deleted when the socket that
+  gave it closes; an analysis's under ``flamesight:analysis:{id}:endpoint``
+  for two minutes, read and deleted at once (``GETDEL``) by the worker
+  that runs it. Jobs carry only a flag saying the endpoint is sealed; the
+  worker opens it in memory and checks its URLs again. Plaintext reaches
+  no Redis key, job argument, log or row. Without the key such endpoints
+  are refused, with a message naming the setting.
 
 Redis connections retry (exponential backoff, about half a minute) on
 connection errors, so a restarted Redis is picked up again by itself.
@@ -45,11 +74,14 @@ import logging
 import os
 import socket
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import anyio.to_thread
 import orjson
 from arq.connections import ArqRedis
+from arq.constants import in_progress_key_prefix, job_key_prefix
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -58,9 +90,22 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from sqlalchemy import select
 
 from flamesight.agent.events import ErrorEvent
-from flamesight.server.chat import ChatTurnJob, EventQueue
+from flamesight.llm import Failure, LLMError
+from flamesight.server.analyze_routes import AnalyzeBody, Piece
+from flamesight.server.chat import EXPIRED_ENDPOINT, ChatTurnJob, EventQueue
 from flamesight.server.chat_store import ChatRepository, SessionRecord
+from flamesight.server.errors import ApiError
+from flamesight.server.model_endpoints import (
+    ENDPOINT_FIELDS,
+    ClientEndpoint,
+    EndpointSealer,
+    ModelEndpoint,
+    endpoint_given,
+    resolve_endpoint,
+)
+from flamesight.server.repository import TraceRecord, new_id
 from flamesight.server.tables import ChatEvent
+from flamesight.server.url_policy import RefusedUrl, UrlPolicy
 
 if TYPE_CHECKING:
     from flamesight.server.state import ServerState
@@ -68,34 +113,45 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 QUEUE_NAME = "flamesight:turns"
-"""The arq queue of chat turns."""
+"""The shared arq queue of jobs (chat turns and analyses)."""
 CHAT_TURN = "chat_turn"
-"""The name of the job function the workers run."""
+"""The name of the job function that runs a chat turn."""
+ANALYSIS = "analysis"
+"""The name of the job function that runs a "Send to LLM" analysis."""
 
 STREAM_MAXLEN = 10_000
 """About how many events a session's stream keeps (``MAXLEN ~``)."""
 STREAM_MAX_AGE_S = 24 * 3600
 """Events older than this are trimmed from the stream (``MINID ~``); the database keeps them."""
+ANALYSIS_STREAM_TTL_S = 600
+"""How long an analysis's stream of pieces is kept after its last piece."""
 QUEUE_WAIT_S = 60.0
-"""How long a queued turn may wait for a worker before the client is told it failed."""
+"""How long a queued job may wait for a worker before the client is told it failed."""
+HANDOVER_S = 2.0
+"""How long a job waits on a worker's own queue before it goes to the shared queue."""
 HEARTBEAT_TTL_S = 6.0
-"""A running turn whose worker stops refreshing its key for this long has failed."""
+"""A running job whose worker stops refreshing its key for this long has failed."""
 HEARTBEAT_EVERY_S = 1.5
 WATCH_EVERY_S = 1.0
 WATCH_GRACE_S = 4.0
-"""How long a turn's key must stay missing before the turn counts as lost (a restarted
+"""How long a job's key must stay missing before the job counts as lost (a restarted
 Redis loses the key; the worker's next heartbeat puts it back)."""
 DONE_TTL_S = 600
 TURN_TIMEOUT_S = 1800
-"""arq's time limit of a turn (the model client's own timeouts end slow requests sooner)."""
+"""arq's time limit of a job (the model client's own timeouts end slow requests sooner)."""
 BLOCK_MS = 5000
+CHAT_ENDPOINT_TTL_S = 3600
+"""How long a chat's sealed endpoint is kept without a prompt."""
+ANALYSIS_ENDPOINT_TTL_S = int(QUEUE_WAIT_S) + 60
+"""How long an analysis's sealed endpoint waits for its worker."""
 WORKER_NAME = f"{socket.gethostname()}:{os.getpid()}"
-"""This process's name in the log line a worker writes when it starts a turn."""
+"""This process's name: in the log line a worker writes when it starts a job, and its queue."""
 
 CLIENT_ENDPOINTS_REFUSED = (
-    "this server runs chat turns on worker processes, which use the server's own model "
-    "endpoint settings; a chat cannot name its own model URL or credentials here "
-    "(leave url, model, provider and auth out)"
+    "this server runs chat turns and analyses on worker processes, which use the server's own "
+    "model endpoint settings; a chat or analysis cannot name its own model URL or credentials "
+    "here (leave url, model, provider and auth out). To allow it, give every web process and "
+    "worker the same secret key: FLAMESIGHT_SECRET_KEY (or --secret-key-file)"
 )
 WORKER_LOST = (
     "the worker running this question stopped before answering (it was killed or lost its "
@@ -109,6 +165,14 @@ NO_WORKER = (
     "no worker took this question in time (are `flamesight worker` processes running?); "
     "the question is kept, ask again"
 )
+ANALYSIS_WORKER_LOST = (
+    "the worker running this analysis stopped before it finished (it was killed or lost its "
+    "connection); ask again"
+)
+ANALYSIS_NO_WORKER = (
+    "no worker took this analysis in time (are `flamesight worker` processes running?); ask again"
+)
+ANALYSIS_ENDPOINT_GONE = "the model endpoint of this analysis expired before a worker took it"
 
 _NEXT_SEQ = """
 if redis.call('EXISTS', KEYS[1]) == 0 then
@@ -130,14 +194,15 @@ return 1
 """
 
 _RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+local held = redis.call('GET', KEYS[1])
+if held == ARGV[1] or held == ARGV[1] .. ' running' then redis.call('DEL', KEYS[1]) end
 redis.call('SET', KEYS[2], '1', 'EX', ARGV[2])
 return 1
 """
 
 _TAKE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
-  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  redis.call('SET', KEYS[1], ARGV[1] .. ' running', 'PX', ARGV[2])
   return 1
 end
 return 0
@@ -145,11 +210,24 @@ return 0
 
 _REFRESH = """
 local held = redis.call('GET', KEYS[1])
-if held == ARGV[1] or (not held and redis.call('EXISTS', KEYS[2]) == 0) then
-  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+local running = ARGV[1] .. ' running'
+if held == running or (not held and redis.call('EXISTS', KEYS[2]) == 0) then
+  redis.call('SET', KEYS[1], running, 'PX', ARGV[2])
   return 1
 end
 return 0
+"""
+
+_WITHDRAW = """
+if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
+if redis.call('ZREM', KEYS[1], ARGV[1]) == 0 then return 0 end
+redis.call('DEL', KEYS[3])
+return 1
+"""
+
+_FORGET = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+return 1
 """
 
 
@@ -166,11 +244,6 @@ def seq_key(session_id: str) -> str:
 def turn_key(session_id: str) -> str:
     """Which turn holds the session (its id), while one runs."""
     return f"flamesight:chat:{session_id}:turn"
-
-
-def done_key(turn_id: str) -> str:
-    """Set when a turn has finished (answered or failed), for a while."""
-    return f"flamesight:turn:{turn_id}:done"
 
 
 def connect_redis(url: str) -> ArqRedis:
@@ -297,8 +370,52 @@ def _entry_event(fields: dict[Any, Any]) -> dict[str, Any]:
     return {**orjson.loads(field("event")), "seq": int(field("seq"))}
 
 
-class RedisTurnGate:
-    """One turn per session across every process: a Redis key holding the turn's id."""
+def endpoint_key(session_id: str) -> str:
+    """A chat session's sealed client endpoint."""
+    return f"flamesight:chat:{session_id}:endpoint"
+
+
+def analysis_key(job_id: str, part: str) -> str:
+    """A key of one analysis: its ``lease``, ``events`` or sealed ``endpoint``."""
+    return f"flamesight:analysis:{job_id}:{part}"
+
+
+def worker_key(name: str, part: str) -> str:
+    """A key of the worker `name`: ``jobs``, its own arq queue (jobs about traces it holds),
+    or ``alive``, present while it runs."""
+    return f"flamesight:worker:{name}:{part}"
+
+
+def holders_key(blob_key: str) -> str:
+    """The workers whose memory cache holds the trace blob `blob_key` (a hash)."""
+    return f"flamesight:cache:{blob_key}:workers"
+
+
+@dataclass(frozen=True)
+class Lease:
+    """The Redis key that holds a job's id while it waits and runs."""
+
+    key: str
+    job_id: str
+
+    @property
+    def done_key(self) -> str:
+        """Set when the job has finished (answered or failed), for a while."""
+        return f"flamesight:job:{self.job_id}:done"
+
+
+def turn_lease(job: ChatTurnJob) -> Lease:
+    """A chat turn's lease: its session's turn key."""
+    return Lease(turn_key(job.session_id), job.turn_id)
+
+
+def analysis_lease(job_id: str) -> Lease:
+    """An analysis's lease."""
+    return Lease(analysis_key(job_id, "lease"), job_id)
+
+
+class RedisLeases:
+    """Jobs that run at most once, on a worker that keeps saying it is alive."""
 
     def __init__(self, redis: ArqRedis) -> None:
         self.redis = redis
@@ -306,81 +423,229 @@ class RedisTurnGate:
         self._take = redis.register_script(_TAKE)
         self._refresh = redis.register_script(_REFRESH)
 
-    async def claim(self, job: ChatTurnJob) -> bool:
-        """Hold the session for `job` while it waits for a worker."""
-        key = turn_key(job.session_id)
-        return bool(await self.redis.set(key, job.turn_id, nx=True, px=int(QUEUE_WAIT_S * 1000)))
+    async def claim(self, lease: Lease) -> bool:
+        """Hold the lease while the job waits for a worker; False when it is held."""
+        wait = int(QUEUE_WAIT_S * 1000)
+        return bool(await self.redis.set(lease.key, lease.job_id, nx=True, px=wait))
 
-    async def release(self, job: ChatTurnJob) -> None:
-        """Mark the turn done and free the session (if the turn still holds it)."""
-        await self._release(
-            keys=[turn_key(job.session_id), done_key(job.turn_id)], args=[job.turn_id, DONE_TTL_S]
-        )
+    async def release(self, lease: Lease) -> None:
+        """Mark the job done and free the lease (if the job still holds it)."""
+        await self._release(keys=[lease.key, lease.done_key], args=[lease.job_id, DONE_TTL_S])
 
-    async def take(self, job: ChatTurnJob) -> bool:
-        """A worker starts the turn: True if it still holds its session (not given up)."""
+    async def take(self, lease: Lease) -> bool:
+        """A worker starts the job: True for the one taker of a waiting job (not given up)."""
         ttl = int(HEARTBEAT_TTL_S * 1000)
-        return bool(await self._take(keys=[turn_key(job.session_id)], args=[job.turn_id, ttl]))
+        return bool(await self._take(keys=[lease.key], args=[lease.job_id, ttl]))
 
-    async def refresh(self, job: ChatTurnJob) -> bool:
-        """Keep holding the session for a running turn (again, after Redis lost the key)."""
+    async def refresh(self, lease: Lease) -> bool:
+        """Keep holding the lease of a running job (again, after Redis lost the key)."""
         ttl = int(HEARTBEAT_TTL_S * 1000)
-        keys = [turn_key(job.session_id), done_key(job.turn_id)]
-        return bool(await self._refresh(keys=keys, args=[job.turn_id, ttl]))
+        keys = [lease.key, lease.done_key]
+        return bool(await self._refresh(keys=keys, args=[lease.job_id, ttl]))
 
-    async def give_up(self, job: ChatTurnJob) -> None:
-        """Mark a lost turn done, so its worker, if it comes back, cannot take the session."""
-        await self.redis.set(done_key(job.turn_id), "lost", ex=DONE_TTL_S)
+    async def give_up(self, lease: Lease) -> None:
+        """Mark a lost job done, so its worker, if it comes back, cannot take the lease."""
+        await self.redis.set(lease.done_key, "lost", ex=DONE_TTL_S)
 
-    async def heartbeat(self, job: ChatTurnJob) -> None:
-        """Refresh the turn's key until cancelled (a worker runs this beside the turn)."""
-        while True:
-            await asyncio.sleep(HEARTBEAT_EVERY_S)
-            try:
-                await self.refresh(job)
-            except RedisError as error:
-                log.warning("could not refresh a chat turn's heartbeat: %s", error)
+    async def waiting(self, lease: Lease) -> bool:
+        """Whether the job still waits for a worker."""
+        return await self.redis.get(lease.key) == lease.job_id.encode()
 
-    async def finished(self, job: ChatTurnJob) -> bool | None:
-        """True when the turn is done, False when it failed silently, None while it runs."""
-        if await self.redis.exists(done_key(job.turn_id)):
+    async def finished(self, lease: Lease) -> bool | None:
+        """True when the job is done, False when it failed silently, None while it runs."""
+        if await self.redis.exists(lease.done_key):
             return True
-        if await self.redis.get(turn_key(job.session_id)) == job.turn_id.encode():
+        held = await self.redis.get(lease.key)
+        if held in (lease.job_id.encode(), f"{lease.job_id} running".encode()):
             return None
         return False
 
+    @contextlib.asynccontextmanager
+    async def holding(self, lease: Lease) -> AsyncIterator[None]:
+        """Refresh the lease (heartbeat) while the block runs (a worker, around its job)."""
+        beat = asyncio.create_task(self._heartbeat(lease))
+        try:
+            yield
+        finally:
+            beat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await beat
+
+    async def _heartbeat(self, lease: Lease) -> None:
+        while True:
+            await asyncio.sleep(HEARTBEAT_EVERY_S)
+            try:
+                await self.refresh(lease)
+            except RedisError as error:
+                log.warning("could not refresh a job's heartbeat: %s", error)
+
+
+class RedisTurnGate:
+    """One turn per session across every process: the session's lease (its turn key)."""
+
+    def __init__(self, leases: RedisLeases) -> None:
+        self.leases = leases
+
+    async def claim(self, job: ChatTurnJob) -> bool:
+        """Hold the session for `job` while it waits for a worker."""
+        return await self.leases.claim(turn_lease(job))
+
+    async def release(self, job: ChatTurnJob) -> None:
+        """Mark the turn done and free the session (if the turn still holds it)."""
+        await self.leases.release(turn_lease(job))
+
+
+class RedisEndpointVault:
+    """Client endpoints sealed in Redis for the workers (the shared secret key's Fernet)."""
+
+    def __init__(self, redis: ArqRedis, sealer: EndpointSealer, policy: UrlPolicy) -> None:
+        self.redis = redis
+        self.sealer = sealer
+        self.policy = policy
+        self._forget = redis.register_script(_FORGET)
+
+    async def seal(self, session_id: str, chosen: ClientEndpoint) -> bytes:
+        """Keep the chat session's endpoint sealed for an hour; the sealed value."""
+        where = endpoint_key(session_id)
+        sealed = self.sealer.seal(chosen, self.policy, where)
+        await self.redis.set(where, sealed, ex=CHAT_ENDPOINT_TTL_S)
+        return sealed
+
+    async def refresh(self, session_id: str) -> bool:
+        """Keep the session's sealed endpoint another hour; False when it is gone."""
+        return bool(await self.redis.expire(endpoint_key(session_id), CHAT_ENDPOINT_TTL_S))
+
+    async def forget(self, session_id: str, sealed: bytes) -> None:
+        """Delete the session's sealed endpoint if it is still `sealed` (it expires anyway)."""
+        try:
+            await self._forget(keys=[endpoint_key(session_id)], args=[sealed])
+        except RedisError as error:
+            log.warning(
+                "could not delete a chat's sealed endpoint (it expires by itself): %s", error
+            )
+
+    async def open(self, session_id: str) -> ModelEndpoint:
+        """The chat session's endpoint, opened in memory and checked again."""
+        where = endpoint_key(session_id)
+        sealed = await self.redis.get(where)
+        if sealed is None:
+            raise LLMError(Failure.CONFIG, EXPIRED_ENDPOINT)
+        chosen, policy = self.sealer.open(sealed, where)
+        try:
+            return await anyio.to_thread.run_sync(resolve_endpoint, policy, chosen)
+        except RefusedUrl as error:
+            raise LLMError(Failure.CONFIG, str(error)) from None
+
+    async def seal_analysis(self, job_id: str, chosen: ClientEndpoint) -> None:
+        """Keep an analysis's endpoint sealed until its worker takes it (two minutes)."""
+        where = analysis_key(job_id, "endpoint")
+        sealed = self.sealer.seal(chosen, self.policy, where)
+        await self.redis.set(where, sealed, ex=ANALYSIS_ENDPOINT_TTL_S)
+
+    async def take_analysis(self, job_id: str) -> tuple[ClientEndpoint, UrlPolicy]:
+        """An analysis's endpoint and its policy, deleted from Redis as it is read."""
+        where = analysis_key(job_id, "endpoint")
+        sealed = await self.redis.getdel(where)
+        if sealed is None:
+            raise LLMError(Failure.CONFIG, ANALYSIS_ENDPOINT_GONE)
+        return self.sealer.open(sealed, where)
+
+    async def drop_analysis(self, job_id: str) -> None:
+        """Delete an analysis's sealed endpoint (its job was lost before a worker took it)."""
+        await self.redis.delete(analysis_key(job_id, "endpoint"))
+
+
+@dataclass(frozen=True)
+class FleetJob:
+    """A job to enqueue: its function and arguments (no secret), lease and trace blob."""
+
+    function: str
+    args: tuple[Any, ...]
+    lease: Lease
+    blob_key: str
+    arq_id: str
+
+
+LostHandler = Callable[[bool], Awaitable[None]]
+"""Tells the client a job was lost (True: no worker took it in time)."""
+
 
 class ArqJobQueue:
-    """Chat turns as arq jobs for `flamesight worker`s; this process watches their heartbeat."""
+    """Jobs as arq jobs for `flamesight worker`s; this process watches their heartbeat."""
 
-    def __init__(self, state: ServerState, redis: ArqRedis, gate: RedisTurnGate) -> None:
+    def __init__(self, state: ServerState, redis: ArqRedis, leases: RedisLeases) -> None:
         self.state = state
         self.redis = redis
-        self.gate = gate
+        self.leases = leases
         self.tasks: set[asyncio.Task[Any]] = set()
+        self._withdraw = redis.register_script(_WITHDRAW)
 
     async def enqueue(self, job: ChatTurnJob) -> None:
-        """Queue the turn for a worker and watch it until it is done."""
-        await self.redis.enqueue_job(
-            CHAT_TURN,
-            job.owner_id,
-            job.session_id,
-            job.turn_id,
-            _job_id=f"flamesight:turn:{job.turn_id}",
-            _queue_name=QUEUE_NAME,
-        )
-        self.keep(asyncio.create_task(self.watch(job)))
+        """Queue the chat turn for a worker and watch it until it is done."""
+        store = ChatRepository(self.state.sessions, job.owner_id)
+        session = await store.get_session(job.session_id)
+        trace = await self.state.repository(job.owner_id).get_trace(session.trace_id)
+        args = (job.owner_id, job.session_id, job.turn_id, job.sealed_endpoint)
+        arq_id = f"flamesight:turn:{job.turn_id}"
+        queued = FleetJob(CHAT_TURN, args, turn_lease(job), trace.blob_key, arq_id)
 
-    async def watch(self, job: ChatTurnJob) -> None:
-        """Send the client an `error` when the turn's key goes without the turn being done."""
+        async def lost(no_worker: bool) -> None:
+            message = NO_WORKER if no_worker else WORKER_LOST
+            await self.state.chat.bus.publish(
+                session, {"type": ErrorEvent.type, "message": message}
+            )
+
+        await self.dispatch(queued, lost)
+
+    async def dispatch(self, job: FleetJob, lost: LostHandler) -> None:
+        """Queue `job` (on the queue of a live worker holding its trace, if one does) and
+        watch it until it is done."""
+        queue = await self.choose_queue(job.blob_key)
+        await self.redis.enqueue_job(job.function, *job.args, _job_id=job.arq_id, _queue_name=queue)
+        self.keep(asyncio.create_task(self.watch(job, queue, lost)))
+
+    async def choose_queue(self, blob_key: str) -> str:
+        """The queue of a live worker whose cache holds `blob_key`, else the shared one."""
+        try:
+            holders = sorted(
+                name.decode() for name in await self.redis.hkeys(holders_key(blob_key))
+            )
+            for name in holders:
+                if await self.redis.exists(worker_key(name, "alive")):
+                    return worker_key(name, "jobs")
+        except RedisError as error:
+            log.warning("could not look up which worker holds a trace: %s", error)
+        return QUEUE_NAME
+
+    async def hand_over(self, job: FleetJob, queue: str) -> bool:
+        """Move a job its worker has not started to the shared queue; False to try again."""
+        if not await self.leases.waiting(job.lease):
+            return True
+        keys = [queue, in_progress_key_prefix + job.arq_id, job_key_prefix + job.arq_id]
+        if not await self._withdraw(keys=keys, args=[job.arq_id]):
+            return False
+        await self.redis.enqueue_job(
+            job.function, *job.args, _job_id=f"{job.arq_id}:shared", _queue_name=QUEUE_NAME
+        )
+        log.info(
+            "job %s was not taken from %s in time; handed to the shared queue", job.arq_id, queue
+        )
+        return True
+
+    async def watch(self, job: FleetJob, queue: str, lost: LostHandler) -> None:
+        """Hand the job over when its worker does not take it; call `lost` when its lease goes
+        without the job being done."""
         started = time.monotonic()
+        handed_over = queue == QUEUE_NAME
         missing_since: float | None = None
         while True:
             await asyncio.sleep(WATCH_EVERY_S)
             try:
-                state = await self.gate.finished(job)
+                if not handed_over and time.monotonic() - started >= HANDOVER_S:
+                    handed_over = await self.hand_over(job, queue)
+                state = await self.leases.finished(job.lease)
             except RedisError as error:
-                log.warning("could not check a chat turn: %s", error)
+                log.warning("could not check a job: %s", error)
                 continue
             if state is True:
                 return
@@ -391,12 +656,8 @@ class ArqJobQueue:
             missing_since = missing_since or now
             if now - missing_since >= WATCH_GRACE_S:
                 break
-        await self.gate.give_up(job)
-        store = ChatRepository(self.state.sessions, job.owner_id)
-        session = await store.get_session(job.session_id)
-        waited = time.monotonic() - started
-        message = NO_WORKER if waited >= QUEUE_WAIT_S else WORKER_LOST
-        await self.state.chat.bus.publish(session, {"type": ErrorEvent.type, "message": message})
+        await self.leases.give_up(job.lease)
+        await lost(time.monotonic() - started >= QUEUE_WAIT_S)
 
     def keep(self, task: asyncio.Task[Any]) -> None:
         """Hold `task` until it finishes (cancelled at close)."""
@@ -411,68 +672,121 @@ class ArqJobQueue:
         await self.redis.aclose()
 
 
+def encode_piece(kind: str, item: Any) -> bytes:
+    """A piece of an analysis as its stream entry holds it."""
+    if kind == "error":
+        item = [item.status, item.code, item.message]
+    return orjson.dumps([kind, item])
+
+
+def decode_piece(data: bytes) -> Piece:
+    """A stream entry's piece of an analysis."""
+    kind, item = orjson.loads(data)
+    return (kind, ApiError(*item)) if kind == "error" else (kind, item)
+
+
+async def send_pieces(redis: ArqRedis, job_id: str, pieces: asyncio.Queue[Piece]) -> None:
+    """Add an analysis's pieces to its stream, a batch at a time, up to its last piece."""
+    key = analysis_key(job_id, "events")
+    while True:
+        batch = [await pieces.get()]
+        while not pieces.empty():
+            batch.append(pieces.get_nowait())
+        await add_pieces(redis, key, batch)
+        if any(kind != "text" for kind, _ in batch):
+            return
+
+
+async def add_pieces(redis: ArqRedis, key: str, batch: list[Piece]) -> None:
+    """Add pieces to an analysis's stream in one transaction, retrying through Redis failures."""
+    while True:
+        try:
+            async with redis.pipeline(transaction=True) as pipe:
+                for kind, item in batch:
+                    pipe.xadd(key, {"piece": encode_piece(kind, item)})
+                pipe.expire(key, ANALYSIS_STREAM_TTL_S)
+                await pipe.execute()
+            return
+        except (RedisError, OSError) as error:
+            log.warning("could not add an analysis's pieces to Redis, retrying: %s", error)
+            await asyncio.sleep(0.5)
+
+
+async def follow_pieces(redis: ArqRedis, job_id: str) -> AsyncGenerator[Piece, None]:
+    """An analysis's pieces from its stream, from the first up to its last."""
+    key = analysis_key(job_id, "events")
+    last_id: Any = "0-0"
+    while True:
+        try:
+            reply = await redis.xread({key: last_id}, count=500, block=BLOCK_MS)
+        except (RedisError, OSError) as error:
+            log.warning("reading an analysis from Redis failed, retrying: %s", error)
+            await asyncio.sleep(0.5)
+            continue
+        for _stream, entries in reply or ():
+            for entry_id, fields in entries:
+                last_id = entry_id
+                kind, item = decode_piece(fields.get(b"piece", fields.get("piece")))
+                yield kind, item
+                if kind != "text":
+                    return
+
+
+class RedisAnalyses:
+    """Send to LLM on the workers: the web process queues an analysis and relays its pieces."""
+
+    def __init__(self, state: ServerState, jobs: ArqJobQueue) -> None:
+        self.state = state
+        self.jobs = jobs
+        self.redis = jobs.redis
+
+    async def start(
+        self, user_id: str, trace: TraceRecord, body: AnalyzeBody
+    ) -> AsyncGenerator[Piece, None]:
+        """Queue the analysis (its endpoint sealed, if it names one); its pieces as they come."""
+        vault = self.state.chat.vault
+        sealed = endpoint_given(body)
+        if sealed and vault is None:
+            raise ApiError(400, "bad_request", CLIENT_ENDPOINTS_REFUSED)
+        job_id = new_id()
+        lease = analysis_lease(job_id)
+        if sealed and vault is not None:
+            await vault.seal_analysis(job_id, body)
+        await self.jobs.leases.claim(lease)
+        request = body.model_dump(exclude=set(ENDPOINT_FIELDS))
+        args = (user_id, job_id, trace.id, request, sealed)
+        job = FleetJob(ANALYSIS, args, lease, trace.blob_key, f"flamesight:analysis:{job_id}")
+
+        async def lost(no_worker: bool) -> None:
+            if vault is not None:
+                await vault.drop_analysis(job_id)
+            error = ApiError(
+                503, "worker_lost", ANALYSIS_NO_WORKER if no_worker else ANALYSIS_WORKER_LOST
+            )
+            await add_pieces(self.redis, analysis_key(job_id, "events"), [("error", error)])
+
+        await self.jobs.dispatch(job, lost)
+        return follow_pieces(self.redis, job_id)
+
+
 async def join_fleet(state: ServerState, redis_url: str) -> None:
-    """Put `state`'s chat on Redis: the arq queue, the streams, the turn keys."""
+    """Put `state`'s chat and analyses on Redis: the arq queues, the streams, the leases,
+    and (with a secret key) the sealed endpoints."""
     redis = connect_redis(redis_url)
     try:
         await redis.ping()
     except BaseException:
         await redis.aclose()
         raise
-    gate = RedisTurnGate(redis)
+    leases = RedisLeases(redis)
     chat = state.chat
     chat.bus = RedisEventBus(state, redis)
-    chat.turns = gate
-    chat.jobs = ArqJobQueue(state, redis, gate)
-    chat.client_endpoints_refused = CLIENT_ENDPOINTS_REFUSED
-
-
-async def run_chat_turn(ctx: dict[str, Any], owner_id: str, session_id: str, turn_id: str) -> None:
-    """The worker's job: run the turn if it still holds its session, with a heartbeat."""
-    state: ServerState = ctx["state"]
-    gate = state.chat.turns
-    assert isinstance(gate, RedisTurnGate)
-    job = ChatTurnJob(owner_id, session_id, turn_id)
-    if not await gate.take(job):
-        log.warning("chat turn %s was given up before a worker took it", turn_id)
-        return
-    log.info("chat turn %s of session %s runs on worker %s", turn_id, session_id, WORKER_NAME)
-    beat = asyncio.create_task(gate.heartbeat(job))
-    try:
-        await state.chat.run_turn(job)
-    except asyncio.CancelledError:
-        # A worker shutting down, or arq's time limit: the turn is marked done, say why.
-        session = await ChatRepository(state.sessions, owner_id).get_session(session_id)
-        await state.chat.bus.publish(session, {"type": ErrorEvent.type, "message": WORKER_STOPPED})
-        raise
-    finally:
-        beat.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await beat
-
-
-async def run_worker(settings: Any, max_jobs: int = 10) -> None:
-    """`flamesight worker`: run chat turns from the queue until SIGINT or SIGTERM."""
-    from arq.worker import Worker, func
-
-    from flamesight.server.state import start_server, stop_server
-
-    state = await start_server(settings)
-    try:
-        queue = state.chat.jobs
-        assert isinstance(queue, ArqJobQueue)
-        worker = Worker(
-            functions=[func(run_chat_turn, name=CHAT_TURN, max_tries=1, timeout=TURN_TIMEOUT_S)],
-            queue_name=QUEUE_NAME,
-            redis_pool=queue.redis,
-            ctx={"state": state},
-            max_jobs=max_jobs,
-            poll_delay=0.1,
-            keep_result=60,
-            health_check_interval=30,
-        )
-        with contextlib.suppress(asyncio.CancelledError):
-            await worker.async_run()
-        await worker.close()
-    finally:
-        await stop_server(state)
+    chat.turns = RedisTurnGate(leases)
+    jobs = ArqJobQueue(state, redis, leases)
+    chat.jobs = jobs
+    chat.analyses = RedisAnalyses(state, jobs)
+    key = state.settings.secret_key
+    if key is None:
+        chat.client_endpoints_refused = CLIENT_ENDPOINTS_REFUSED
+    else:
+        chat.vault = RedisEndpointVault(redis, EndpointSealer(key), state.settings.url_policy)

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
+from flamesight.llm.redaction import Secret
 from flamesight.server.url_policy import UrlPolicy
 
 ENV_DATA_DIR = "FLAMESIGHT_DATA_DIR"
@@ -22,6 +23,10 @@ ENV_STORAGE_URL = "FLAMESIGHT_STORAGE_URL"
 ENV_MAX_UPLOAD = "FLAMESIGHT_MAX_UPLOAD"
 ENV_CACHE_SIZE = "FLAMESIGHT_CACHE_SIZE"
 ENV_REDIS_URL = "FLAMESIGHT_REDIS_URL"
+ENV_SECRET_KEY = "FLAMESIGHT_SECRET_KEY"
+ENV_SECRET_KEY_FILE = "FLAMESIGHT_SECRET_KEY_FILE"
+SHORTEST_SECRET_KEY = 32
+"""Characters a shared secret key needs at least (`secrets.token_urlsafe(32)` gives 43)."""
 
 DEFAULT_MAX_UPLOAD_BYTES = 2 * 1024**3
 DEFAULT_CACHE_BYTES = 2 * 1024**3
@@ -73,6 +78,8 @@ class Settings:
     """Client-given model and token URLs may point at private network addresses."""
     redis_url: str | None = None
     """Fleet mode: chat turns run on `flamesight worker`s and events go through this Redis."""
+    secret_key: Secret | None = None
+    """Fleet mode: the key web processes and workers share to seal client-given endpoints."""
 
     @property
     def url_policy(self) -> UrlPolicy:
@@ -102,6 +109,7 @@ class Settings:
         max_upload: str | None = None,
         cache_size: str | None = None,
         redis_url: str | None = None,
+        secret_key_file: str | os.PathLike[str] | None = None,
     ) -> Settings:
         """Settings from the given values, else the FLAMESIGHT_* environment, else defaults."""
         env = os.environ
@@ -122,7 +130,34 @@ class Settings:
             max_upload_bytes=parse_size(max_upload) if max_upload else DEFAULT_MAX_UPLOAD_BYTES,
             cache_bytes=parse_size(cache_size) if cache_size else DEFAULT_CACHE_BYTES,
             redis_url=redis_url or env.get(ENV_REDIS_URL) or None,
+            secret_key=read_secret_key(secret_key_file or env.get(ENV_SECRET_KEY_FILE)),
         )
+
+
+def read_secret_key(path: str | os.PathLike[str] | None) -> Secret | None:
+    """The shared secret key: the first line of the file at `path`, else $FLAMESIGHT_SECRET_KEY.
+
+    ValueError for a file that cannot be read or a key shorter than 32 characters
+    (the message never holds the key).
+    """
+    if path:
+        try:
+            lines = Path(path).expanduser().read_text().splitlines()
+        except (OSError, UnicodeDecodeError) as error:
+            raise ValueError(f"cannot read the secret key file {str(path)!r}: {error}") from None
+        value = lines[0].strip() if lines else ""
+        where = f"the secret key file {str(path)!r}"
+    else:
+        value = os.environ.get(ENV_SECRET_KEY, "").strip()
+        where = ENV_SECRET_KEY
+    if not value:
+        return None
+    if len(value) < SHORTEST_SECRET_KEY:
+        raise ValueError(
+            f"{where} holds a key of fewer than {SHORTEST_SECRET_KEY} characters; make one with "
+            "`python -c 'import secrets; print(secrets.token_urlsafe(32))'`"
+        )
+    return Secret(value)
 
 
 def storage_location(url: str) -> Path | str:
