@@ -184,6 +184,11 @@ def test_gecko_long_hostile_location_is_read_in_linear_time() -> None:
             "expected a stack index below 5, got the number 9",
         ),
         (
+            lambda t: t["samples"]["data"].append([-1, 5.0]),
+            "Firefox profiler (Gecko) JSON, $.threads[0].samples.data[2][0]: "
+            "expected a stack index below 5, got the number -1",
+        ),
+        (
             lambda t: t["samples"]["data"].append([0, "later"]),
             "Firefox profiler (Gecko) JSON, $.threads[0].samples.data[2][1]: "
             "expected a time, got the string 'later'",

@@ -105,6 +105,8 @@ def test_stackprof_raw_lines_split_frames_by_line() -> None:
         ({"raw": [5, 10, 20]}, "stackprof JSON, raw[0]: a stack of 5 frames and its count"),
         ({"raw_timestamp_deltas": [1]}, "stackprof JSON, raw_timestamp_deltas: 1 deltas"),
         ({"raw": [1, 10, -2]}, "stackprof JSON, raw[2]: negative sample count -2"),
+        ({"raw": [1, 10, True]}, "stackprof JSON, raw[2]: expected an integer, got "),
+        ({"raw": [1, 10, 2**63]}, "stackprof JSON, raw[2]: expected an integer, got "),
     ],
 )
 def test_stackprof_errors_name_the_place(change: dict, message: str) -> None:

@@ -137,6 +137,7 @@ def test_callgrind_xdebug_units_and_several_events() -> None:
             "line 3: expected 'key: value', 'key=value' or a cost",
         ),
         (b"events: Ir\nfn=a\ncfn=b\ncalls=1 2", "line 4: the file ends after 'calls='"),
+        (b"events: Ir\nfn=a\ncfn=b\ncalls=1 2\n", "line 5: expected the cost line of the call"),
         (
             b"events: Ir\nfn=a\ncfn=b\ncalls=1 2\nfn=c\n",
             "line 5: expected the cost line of the call",

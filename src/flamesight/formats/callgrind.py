@@ -47,6 +47,7 @@ and is bounded: more than `MAX_CALL_TREE_NODES` nodes is a `FormatError`.
 
 from __future__ import annotations
 
+import io
 import re
 from dataclasses import dataclass, field
 
@@ -65,6 +66,7 @@ _NAME_DEFINITION = re.compile(r"^\((\d+)\)\s*(.+)$")
 _NAME_USE = re.compile(r"^\((\d+)\)$")
 _NUMBER = re.compile(r"^(?:0x[0-9a-fA-F]+|\d+)$")
 _MAX_NUMBER_CHARS = 24
+_COST_LINE_STARTS = frozenset("0123456789+-*")
 _SNIFF_LINES = 400
 _SMALLEST_SUBTREE = 1e-4
 _UNKNOWN = "(unknown)"
@@ -134,14 +136,19 @@ class _Reader:
 def parse(data: bytes, name: str) -> ProfileGroup:
     """Read a callgrind file into one profile per event type."""
     text = data.decode("utf-8", "replace").removeprefix("\ufeff")
-    lines = text.split("\n")
+    # Lines one at a time (split on "\n" only), not a list of millions of strings.
+    lines = io.StringIO(text, newline="\n")
+    del text
     reader = _Reader()
     index = 0
-    while index < len(lines):
-        line = lines[index].removesuffix("\r")
+    for raw in lines:
+        line = raw.removesuffix("\n").removesuffix("\r")
         index += 1
         stripped = line.strip()
         if not stripped or stripped.startswith("#"):
+            continue
+        # Most lines are cost lines, which no header or assignment starts like.
+        if line[0] in _COST_LINE_STARTS and _cost_line(reader, line, index, call=False):
             continue
         if _header(reader, line, index):
             continue
@@ -149,11 +156,11 @@ def parse(data: bytes, name: str) -> ProfileGroup:
         if assignment:
             key, value = assignment.groups()
             if key == "calls":
-                if index >= len(lines):
+                if not raw.endswith("\n"):
                     raise FormatError(
                         TITLE, f"line {index}", "the file ends after 'calls=' without its cost line"
                     )
-                cost_line = lines[index].removesuffix("\r")
+                cost_line = lines.readline().removesuffix("\n").removesuffix("\r")
                 index += 1
                 if not _cost_line(reader, cost_line, index, call=True):
                     raise FormatError(
@@ -246,14 +253,14 @@ def _cost_line(reader: _Reader, line: str, number: int, *, call: bool) -> bool:
     for column, part in enumerate(parts):
         previous = reader.previous[column] if column < len(reader.previous) else 0
         relative = part[0] in "+-"
+        digits = part[1:] if relative else part
         if part == "*":
             value = previous
-        elif _NUMBER.match(part[1:] if relative else part):
+        elif (digits.isdecimal() and digits.isascii()) or _NUMBER.match(digits):
             if len(part) > _MAX_NUMBER_CHARS:
                 raise FormatError(
                     TITLE, f"line {number}", f"number {shorten(part, 30)} is too long"
                 )
-            digits = part[1:] if relative else part
             magnitude = int(digits, 16) if digits.startswith("0x") else int(digits)
             if not relative:
                 value = magnitude

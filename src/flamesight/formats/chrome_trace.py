@@ -35,6 +35,7 @@ import math
 import re
 from array import array
 from collections.abc import Iterator
+from contextlib import suppress
 from itertools import compress, repeat
 from typing import NamedTuple
 
@@ -1315,15 +1316,21 @@ def _sample_group(trace: _TraceContents, file_name: str) -> ProfileGroup:
     if not isinstance(frames, dict):
         raise FormatError(TITLE, "stackFrames", f"expected an object, got {_kind(frames)}")
     by_thread: dict[tuple[str, str], list[int]] = {}
+    thread_of_ids: dict[tuple[object, object], tuple[str, str]] = {}  # equal ids, equal text
     for index, sample in enumerate(samples):
         if not isinstance(sample, dict):
             raise FormatError(
                 TITLE, f"samples[{index}]", f"expected an object, got {_kind(sample)}"
             )
-        thread = (
-            _number_text(sample.get("pid", _MISSING)),
-            _number_text(sample.get("tid", _MISSING)),
-        )
+        ids = (sample.get("pid", _MISSING), sample.get("tid", _MISSING))
+        try:
+            thread = thread_of_ids.get(ids)
+        except TypeError:  # a list or object as an id
+            thread = None
+        if thread is None:
+            thread = (_number_text(ids[0]), _number_text(ids[1]))
+            with suppress(TypeError):
+                thread_of_ids[ids] = thread
         by_thread.setdefault(thread, []).append(index)
     process_names, thread_names = _metadata_names(trace)
     profiles = []
@@ -1353,6 +1360,7 @@ def _sampled_thread(title: str, samples: list, indices: list[int], frames: dict)
         times.append(value)
     weights = np.maximum(np.diff(np.array(times, np.float64), append=times[-1]), 0.0)
     stack_of_frame: dict[object, int] = {}
+    stack_of_key: dict[str, int] = {}
     stacks = []
     kept = []
     for index, weight in zip(indices, weights.tolist(), strict=True):
@@ -1361,7 +1369,7 @@ def _sampled_thread(title: str, samples: list, indices: list[int], frames: dict)
         frame_id = samples[index].get("sf")
         stack = stack_of_frame.get(frame_id) if isinstance(frame_id, str | int) else None
         if stack is None:
-            stack = _sample_stack(builder, frames, frame_id, f"samples[{index}].sf")
+            stack = _sample_stack(builder, frames, frame_id, f"samples[{index}].sf", stack_of_key)
             if isinstance(frame_id, str | int):
                 stack_of_frame[frame_id] = stack
         stacks.append(stack)
@@ -1370,21 +1378,31 @@ def _sampled_thread(title: str, samples: list, indices: list[int], frames: dict)
     return builder.build()
 
 
-def _sample_stack(builder: ProfileBuilder, frames: dict, frame_id: object, where: str) -> int:
-    """The stack of stack frame `frame_id`, following `parent` links (id 0 or none ends it)."""
-    chain = []
+def _sample_stack(
+    builder: ProfileBuilder, frames: dict, frame_id: object, where: str, known: dict[str, int]
+) -> int:
+    """The stack of stack frame `frame_id`, following `parent` links (id 0 or none ends it).
+
+    `known` holds the stack of every frame key met so far, so each frame is walked once.
+    """
+    chain = []  # (key, frame) from `frame_id` toward the root
     current = frame_id
+    stack = -1
     while _js_truthy(current):
-        frame = frames.get(_js_text(current))
+        key = _js_text(current)
+        if key in known:
+            stack = known[key]
+            break
+        frame = frames.get(key)
         if not isinstance(frame, dict):
-            raise FormatError(
-                TITLE, where, f"no stack frame {_js_text(current)!r} in 'stackFrames'"
-            )
+            raise FormatError(TITLE, where, f"no stack frame {key!r} in 'stackFrames'")
         if len(chain) > len(frames):
             raise FormatError(TITLE, "stackFrames", "the parent links of the frames form a cycle")
-        chain.append(builder.frame(_js_text(frame.get("name", _MISSING))))
+        chain.append((key, builder.frame(_js_text(frame.get("name", _MISSING)))))
         current = frame.get("parent")
-    return builder.stack_of(reversed(chain))
+    for key, frame in reversed(chain):
+        stack = known[key] = builder.stack(stack, frame)
+    return stack
 
 
 # JavaScript semantics speedscope relies on

@@ -179,10 +179,58 @@ def _thread_profile(thread: dict, where: str, offset: float, title: str) -> Prof
     frames, frame_cols = _table(thread, "frameTable", where, ("location",), (0,))
     frame_ids = _FrameResolver(builder, frames, frame_cols[0], strings, where)
     stack_ids = _StackResolver(builder, stacks, stack_cols, frame_ids, where)
+    columns = _sample_columns(samples, sample_cols, stack_ids, where)
+    if columns is None:
+        columns = _checked_sample_columns(samples, sample_cols, stack_ids, where)
+    sample_stacks, times = columns
+    _add_samples(builder, sample_stacks, times + offset, f"{where}.samples")
+    return builder.build()
+
+
+def _sample_columns(
+    samples: list, columns: tuple[int, ...], stack_ids: _StackResolver, where: str
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """The stack and time columns, each distinct stack resolved once; None if any row is unusual.
+
+    Well-formed rows (integer or null stacks, numeric times) take this path; anything
+    else is left to `_checked_sample_columns`, which names the first bad value.
+    """
+    stack_col, time_col = columns
+    try:
+        stacks = [row[stack_col] for row in samples]
+        times = [row[time_col] for row in samples]
+    except (TypeError, IndexError, KeyError):
+        return None
+    if not set(map(type, stacks)) <= {int, type(None)} or not set(map(type, times)) <= {
+        int,
+        float,
+    }:
+        return None
+    present = np.array([-1 if stack is None else stack for stack in stacks], np.int64)
+    if np.count_nonzero(present < 0) != stacks.count(None):
+        return None  # a negative stack index
+    distinct, inverse = np.unique(present, return_inverse=True)
+    try:
+        resolved = np.array(
+            [
+                -1 if stack == -1 else stack_ids.stack(stack, f"{where}.samples.data")
+                for stack in distinct.tolist()
+            ],
+            np.int64,
+        )
+    except FormatError:
+        return None
+    return resolved[inverse], np.array(times, np.float64)
+
+
+def _checked_sample_columns(
+    samples: list, columns: tuple[int, ...], stack_ids: _StackResolver, where: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """The stack and time columns, row by row, naming the first bad value."""
     count = len(samples)
     sample_stacks = np.empty(count, np.int64)
     times = np.empty(count, np.float64)
-    stack_col, time_col = sample_cols
+    stack_col, time_col = columns
     for index, row in enumerate(samples):
         row_where = f"{where}.samples.data[{index}]"
         if not isinstance(row, list) or len(row) <= max(stack_col, time_col):
@@ -203,8 +251,7 @@ def _thread_profile(thread: dict, where: str, offset: float, title: str) -> Prof
         sample_stacks[index] = (
             -1 if stack is None else stack_ids.stack(stack, f"{row_where}[{stack_col}]")
         )
-    _add_samples(builder, sample_stacks, times + offset, f"{where}.samples")
-    return builder.build()
+    return sample_stacks, times
 
 
 def _add_samples(

@@ -27,7 +27,6 @@ log opened``, ``Log closed``) and blank lines are skipped.
 from __future__ import annotations
 
 import re
-from collections import deque
 from typing import NamedTuple
 
 from flamesight.formats.collapsed import as_utf8
@@ -92,11 +91,13 @@ def parse(data: bytes, name: str) -> ProfileGroup:
     lines = [_parse_line(number, content, start) for number, content in numbered]
     replay = _Replay(ProfileBuilder(name, Unit.MILLISECONDS, sampled=False))
     run_end = _same_time_runs(lines)
-    # POP lines by (time, stack, name), to find the one that closes a PUSH at the same time.
-    pops: dict[tuple[int, int, str | None], deque[int]] = {}
-    for index, line in enumerate(lines):
+    # POP lines by (time, stack, name), to find the one that closes a PUSH at the same time;
+    # each list runs from the last such line to the first, so the next one is at its end.
+    pops: dict[tuple[int, int, str | None], list[int]] = {}
+    for index in range(len(lines) - 1, -1, -1):
+        line = lines[index]
         if line is not None and line.event == "POP":
-            pops.setdefault((line.at, line.stack, line.name), deque()).append(index)
+            pops.setdefault((line.at, line.stack, line.name), []).append(index)
     taken: set[int] = set()
     for index, line in enumerate(lines):
         if line is None or index in taken:
@@ -104,10 +105,10 @@ def parse(data: bytes, name: str) -> ProfileGroup:
         if line.event == "PUSH":
             replay.enter(line.stack, line.at, _function(line))
             waiting = pops.get((line.at, line.stack, line.name))
-            while waiting and waiting[0] <= index:
-                waiting.popleft()  # POP lines already read in order
-            if waiting and waiting[0] < run_end[index]:
-                position = waiting.popleft()
+            while waiting and waiting[-1] <= index:
+                waiting.pop()  # POP lines already read in order
+            if waiting and waiting[-1] < run_end[index]:
+                position = waiting.pop()
                 taken.add(position)
                 match = lines[position]
                 assert match is not None
@@ -167,9 +168,12 @@ class _Replay:
     def __init__(self, builder: ProfileBuilder) -> None:
         self.builder = builder
         self.open: list[str] = []
+        self.stack_frames: list[int] = []  # where in `open` the ``STACK n`` frames are
         self.last_event_at = 0
 
     def _push(self, at: int, name: str) -> None:
+        if name.startswith("STACK "):
+            self.stack_frames.append(len(self.open))
         self.open.append(name)
         self.builder.enter(self.builder.frame(name), at)
         self.last_event_at = at
@@ -177,7 +181,7 @@ class _Replay:
     def enter(self, stack: int, at: int, name: str) -> None:
         """Enter function `name` of stack `stack`, under that stack's ``STACK n`` frame."""
         stack_frame = f"STACK {stack}"
-        uppermost = next((f for f in reversed(self.open) if f.startswith("STACK ")), None)
+        uppermost = self.open[self.stack_frames[-1]] if self.stack_frames else None
         if uppermost != stack_frame:
             if len(self.open) == 1:
                 self.leave(self.last_event_at)
@@ -193,6 +197,8 @@ class _Replay:
             step = steps.pop()
             if step == "pop":
                 name = self.open.pop()
+                if self.stack_frames and self.stack_frames[-1] == len(self.open):
+                    self.stack_frames.pop()
                 self.builder.leave(self.builder.frame(name), at)
                 steps.append("stack")
                 if self.open and self.open[-1].startswith("QUEUE "):

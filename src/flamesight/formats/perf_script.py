@@ -137,6 +137,7 @@ def parse(data: bytes, name: str) -> ProfileGroup:
     """Read ``perf script`` output into one profile per thread."""
     text = data.decode("utf-8", "replace")
     threads: dict[str, _Thread] = {}
+    shown_frames: dict[str, tuple[str, str] | tuple[()]] = {}  # a call site's line recurs
     event_type: str | None = None
     for line_number, lines in _events(text):
         header = _header(lines[0])
@@ -160,11 +161,11 @@ def parse(data: bytes, name: str) -> ProfileGroup:
         builder = thread.builder
         frames = []
         for line in lines[1:]:
-            frame = _frame(line)
-            if frame is not None:
-                symbol, dso = frame
-                shown = f"??? ({dso})" if symbol == "[unknown]" else _demangled(symbol)
-                frames.append(builder.frame(shown, dso))
+            shown = shown_frames.get(line)
+            if shown is None:
+                shown = shown_frames[line] = _shown_frame(line)
+            if shown:
+                frames.append(builder.frame(*shown))
         frames.reverse()
         thread.times.append(timestamp)
         thread.stacks.append(builder.stack_of(frames))
@@ -174,6 +175,15 @@ def parse(data: bytes, name: str) -> ProfileGroup:
     profiles = [_build(thread, origin) for thread in threads.values()]
     group_name = profiles[0].name if len(profiles) == 1 else name
     return ProfileGroup(group_name, profiles)
+
+
+def _shown_frame(line: str) -> tuple[str, str] | tuple[()]:
+    """(name as shown, DSO) of a stack line, () if it is not one."""
+    frame = _frame(line)
+    if frame is None:
+        return ()
+    symbol, dso = frame
+    return (f"??? ({dso})" if symbol == "[unknown]" else _demangled(symbol)), dso
 
 
 def _thread(threads: dict[str, _Thread], header: re.Match[str], line_number: int) -> _Thread:

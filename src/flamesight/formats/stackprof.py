@@ -90,6 +90,7 @@ def parse(data: bytes, name: str) -> ProfileGroup:
     stacks: list[int] = []
     weights: list[float] = []
     previous: list[int] = []
+    record_stacks: dict[tuple, tuple[list[int], int]] = {}  # (ids, lines) -> (frames, stack)
     sample_index = 0
     position = 0
     while position < len(raw):
@@ -101,12 +102,24 @@ def parse(data: bytes, name: str) -> ProfileGroup:
                 f"raw[{position}]",
                 f"a stack of {height} frames and its count do not fit in the {len(raw)} entries",
             )
-        stack = [
-            reader.frame(raw[at], None if lines is None else lines[at], f"raw[{at}]")
-            for at in range(position + 1, end)
-        ]
-        if len(stack) == 1 and builder.frame_name(stack[0]) == _GARBAGE_COLLECTION:
-            stack = previous + stack
+        key = (
+            tuple(raw[position + 1 : end]),
+            None if lines is None else tuple(lines[position + 1 : end]),
+        )
+        known = record_stacks.get(key)
+        if known is None:
+            stack = [
+                reader.frame(raw[at], None if lines is None else lines[at], f"raw[{at}]")
+                for at in range(position + 1, end)
+            ]
+            if len(stack) == 1 and builder.frame_name(stack[0]) == _GARBAGE_COLLECTION:
+                stack = previous + stack
+                stack_id = builder.stack_of(stack)
+            else:
+                stack_id = builder.stack_of(stack)
+                record_stacks[key] = (stack, stack_id)
+        else:
+            stack, stack_id = known
         count = raw[end]
         if count < 0:
             raise FormatError(TITLE, f"raw[{end}]", f"negative sample count {count}")
@@ -126,7 +139,7 @@ def parse(data: bytes, name: str) -> ProfileGroup:
             sample_index += count
         if not np.isfinite(weight):
             raise FormatError(TITLE, f"raw[{end}]", "the sample weight is out of range")
-        stacks.append(builder.stack_of(stack))
+        stacks.append(stack_id)
         weights.append(weight)
         previous = stack
         position = end + 1
@@ -186,6 +199,10 @@ def _integers(values: object, where: str) -> list[int]:
     """A JSON list of integers as Python ints, or a FormatError naming the first bad entry."""
     if not isinstance(values, list):
         raise FormatError(TITLE, where, f"expected a list, got {describe_json_value(values)}")
+    if set(map(type, values)) <= {int} and (
+        not values or -(2**63) < min(values) <= max(values) < 2**63
+    ):
+        return values  # the usual case, checked at C speed
     for index, value in enumerate(values):
         if not isinstance(value, int) or isinstance(value, bool) or abs(value) >= 2**63:
             raise FormatError(

@@ -64,6 +64,7 @@ _CODE_KIND_PREFIXES = {
 }
 _ESCAPE = re.compile(r"\\(x[0-9a-fA-F]{2}|u\{[0-9a-fA-F]{1,6}\}|u[0-9a-fA-F]{4}|n|\\)")
 _PAGE_BITS = 12
+_CODE_MAP_EVENTS = frozenset({"code-creation", "code-move", "code-delete", "shared-library"})
 _MAX_INT = 2**31
 _UNKNOWN = ("(unknown type)", None, None, None)
 
@@ -94,7 +95,7 @@ def parse(data: bytes, name: str) -> ProfileGroup:
 # the preprocessed JSON
 
 
-def _read_json(data: bytes) -> tuple[list, list[float], list[list[int]]]:
+def _read_json(data: bytes) -> tuple[list, list[float], list[tuple[int, ...]]]:
     try:
         document = orjson.loads(data)
     except orjson.JSONDecodeError as error:
@@ -110,7 +111,8 @@ def _read_json(data: bytes) -> tuple[list, list[float], list[list[int]]]:
     if not isinstance(ticks, list):
         raise FormatError(TITLE, "$.ticks", f"expected a list, got {describe_json_value(ticks)}")
     times: list[float] = []
-    stacks: list[list[int]] = []
+    stacks: list[tuple[int, ...]] = []
+    distinct: dict[tuple[int, ...], tuple[int, ...]] = {}
     for index, tick in enumerate(ticks):
         where = f"$.ticks[{index}]"
         if not isinstance(tick, dict):
@@ -126,7 +128,7 @@ def _read_json(data: bytes) -> tuple[list, list[float], list[list[int]]]:
                 TITLE, f"{where}.s", f"expected a list, got {describe_json_value(entries)}"
             )
         # Pairs of (code index, offset), innermost first; speedscope reads the indices.
-        ids = entries[-2::-2]
+        ids = tuple(entries[-2::-2])
         for position, code in enumerate(ids):
             if not isinstance(code, int) or isinstance(code, bool):
                 at = len(entries) - 2 - 2 * position
@@ -136,7 +138,7 @@ def _read_json(data: bytes) -> tuple[list, list[float], list[list[int]]]:
                     f"expected a code index, got {describe_json_value(code)}",
                 )
         times.append(time)
-        stacks.append(ids)
+        stacks.append(distinct.setdefault(ids, ids))  # equal stacks share one tuple
     return codes, times, stacks
 
 
@@ -206,7 +208,7 @@ def _small_int(digits: str) -> int:
     return int(digits) if len(digits) < 10 else _MAX_INT - 2
 
 
-def _profile(name: str, codes: list, times: list[float], stacks: list[list[int]]) -> Profile:
+def _profile(name: str, codes: list, times: list[float], stacks: list[tuple[int, ...]]) -> Profile:
     """Ticks in time order, each weighing the time since the previous one."""
     builder = ProfileBuilder(name, Unit.MICROSECONDS, sampled=True)
     count = len(times)
@@ -225,7 +227,7 @@ def _profile(name: str, codes: list, times: list[float], stacks: list[list[int]]
     code_count = len(codes)
     tick_stacks = np.empty(count, np.int64)
     for position, index in enumerate(order.tolist()):
-        ids = tuple(stacks[index])
+        ids = stacks[index]
         stack = interned.get(ids)
         if stack is None:
             stack = -1
@@ -364,10 +366,12 @@ class _CodeMap:
         return -1
 
 
-def _read_log(data: bytes) -> tuple[list, list[float], list[list[int]]]:
+def _read_log(data: bytes) -> tuple[list, list[float], list[tuple[int, ...]]]:
     code_map = _CodeMap()
+    found: dict[int, int] = {}  # code ids of addresses looked up since the code map last changed
     times: list[float] = []
-    stacks: list[list[int]] = []
+    stacks: list[tuple[int, ...]] = []
+    distinct: dict[tuple[int, ...], tuple[int, ...]] = {}
     for number, raw in enumerate(data.split(b"\n"), 1):
         if not raw.strip():
             continue
@@ -398,8 +402,18 @@ def _read_log(data: bytes) -> tuple[list, list[float], list[list[int]]]:
                     except ValueError:
                         continue
             times.append(time)
-            stacks.append([code_map.find(address) for address in reversed(addresses)])
-        elif event == "code-creation":
+            stack = []
+            for address in reversed(addresses):
+                code = found.get(address)
+                if code is None:
+                    code = found[address] = code_map.find(address)
+                stack.append(code)
+            stack_ids = tuple(stack)
+            stacks.append(distinct.setdefault(stack_ids, stack_ids))
+            continue
+        if event in _CODE_MAP_EVENTS:
+            found.clear()
+        if event == "code-creation":
             fields = _fields(rest)
             if len(fields) < 6:
                 raise FormatError(
