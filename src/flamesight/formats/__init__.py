@@ -167,8 +167,12 @@ def load(
         module = detect(data)
         if progress:
             progress(f"parsing {module.TITLE}", 0, 0)
+        # The importer is handed the only reference to data `load` read itself,
+        # so an importer done with the text can free it before building the profile.
+        handed_over = [data]
+        del data
         try:
-            group = module.parse(data, name)
+            group = module.parse(handed_over.pop(), name)
         except ProfileTooLarge as error:
             raise FormatError(module.TITLE, "whole file", str(error)) from None
         group.format = module.NAME

@@ -58,7 +58,7 @@ _LIST_OPENERS = {
 }
 _FIRST_KEY = re.compile(_SPACE + rb"\{" + _SPACE + rb'("(?:[^"\\]|\\.)*")', re.DOTALL)
 _NEXT_TOKEN = re.compile(_SPACE + rb"(.)", re.DOTALL)
-_PIECE_BYTES = 256 * 1024
+_PIECE_BYTES = 64 * 1024
 _MAX_MISSES = 16
 _MARKER_STEM = 731_694_205_836_190_412
 _COMPACT_BLOCK = 1 << 16
@@ -128,6 +128,7 @@ def parse(data: bytes, name: str) -> ProfileGroup:
     """Read a `.cpuprofile` into a group of one profile named after the file."""
     assembler = _read_in_parts(data)
     if assembler is not None:
+        del data  # the text is read: let it go (`formats.load` holds no other reference)
         return ProfileGroup(name, [assembler.build(name, "timeDeltas")])
     try:
         document = orjson.loads(data)
@@ -281,11 +282,12 @@ def _read_number_list(data: bytes, start: int, end: int, integers: bool) -> np.n
 
     None unless every piece reads as a list of numbers that NumPy takes as
     int64 (`integers`) or as int64 or float64, as it takes the list read
-    whole. Integers are kept as int32 while they fit, numbers as float64.
+    whole. Integers are kept as int32 while they fit (then int64), and as
+    float64 once a number with a fraction comes.
     """
     if _NEXT_TOKEN.match(data, start).start(1) == end:  # nothing but spaces up to the `]`
-        return np.zeros(0, np.int32 if integers else np.float64)
-    result = np.empty(data.count(b",", start, end) + 1, np.int32 if integers else np.float64)
+        return np.zeros(0, np.int32)
+    result = np.empty(data.count(b",", start, end) + 1, np.int32)
     done = 0
     position = start
     while position <= end:
@@ -303,7 +305,10 @@ def _read_number_list(data: bytes, start: int, end: int, integers: bool) -> np.n
             return None
         if array.ndim != 1 or array.dtype not in ((np.int64,) if integers else _NUMBER_DTYPES):
             return None
-        if result.dtype == np.int32 and (array.min() < -(2**31) or array.max() >= 2**31):
+        if array.dtype == np.float64:
+            if result.dtype != np.float64:
+                result = result.astype(np.float64)
+        elif result.dtype == np.int32 and (array.min() < -(2**31) or array.max() >= 2**31):
             result = result.astype(np.int64)
         result[done : done + len(array)] = array
         done += len(array)
@@ -652,7 +657,7 @@ class CpuProfileAssembler:
         times = np.empty(size)
         elapsed = times[1 : count + 1]
         with np.errstate(over="ignore", invalid="ignore"):
-            np.cumsum(deltas[:count], out=elapsed)
+            np.cumsum(deltas[:count], dtype=np.float64, out=elapsed)
             del deltas
             span = elapsed.max() - elapsed.min()  # every duration is at most this
         if not np.isfinite(span):
@@ -1170,8 +1175,9 @@ def _integer_array(values: object, where: str, title: str = TITLE) -> np.ndarray
 
 
 def _number_array(values: object, where: str, title: str = TITLE) -> np.ndarray:
-    """A 1-D float64 array of JSON numbers, or a FormatError naming `where`."""
-    if isinstance(values, np.ndarray) and values.dtype == np.float64:
+    """A 1-D array of JSON numbers (float64 unless given as a NumPy array of numbers),
+    or a FormatError naming `where`."""
+    if isinstance(values, np.ndarray) and values.dtype.kind in "if":
         return values
     if not isinstance(values, list):
         raise FormatError(title, where, f"expected a list, got {describe_json_value(values)}")

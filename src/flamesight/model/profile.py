@@ -101,6 +101,8 @@ class FrameTable:
 # Groupings memoised per stack table: a few (frames, functions, a caller's own)
 # are in use at once; older ones are dropped first.
 MEMO_ENTRIES = 16
+_SAMPLE_BLOCK = 1 << 16
+"""Samples summed a block at a time (`Profile.stack_weights`), to keep the copies small."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -292,10 +294,16 @@ class Profile:
 
     def stack_weights(self) -> np.ndarray:
         """Weight of every stack node as a leaf (idle samples left out)."""
-        used = self.samples.stack >= 0
-        return np.bincount(
-            self.samples.stack[used], weights=self.samples.weight[used], minlength=len(self.stacks)
-        ).astype(np.float64)
+        stack, weight = self.samples.stack, self.samples.weight
+        nodes = len(self.stacks)
+        result = np.zeros(nodes)
+        # A block at a time: the copies without the idle samples stay small.
+        block = max(_SAMPLE_BLOCK, nodes)
+        for lo in range(0, len(stack), block):
+            block_stack, block_weight = stack[lo : lo + block], weight[lo : lo + block]
+            used = block_stack >= 0
+            result += np.bincount(block_stack[used], weights=block_weight[used], minlength=nodes)
+        return result
 
     def frame_weights(
         self, key_of_frame: np.ndarray | None = None
