@@ -5,10 +5,15 @@ message, enqueues a `ChatTurnJob` on the `JobQueue` and relays what the
 `EventBus` carries for its session. Both are small interfaces so fleet mode
 (arq workers, Redis Streams) can replace the embedded ones:
 
-- `InProcessJobQueue` runs each job as an asyncio task; the agent is
-  synchronous, so a turn runs in a worker thread and hands each event back
-  to the event loop as it happens (without waiting); the loop publishes
-  what has queued as one batch (`EventBus.publish_many`).
+- `InProcessJobQueue` runs each job as an asyncio task. The turn runs on
+  the event loop too (`async for` over the agent's events: the model's
+  stream is read without a thread, tools run in worker threads), so a
+  process runs as many turns at once as its queue gives it. Events queue
+  without waiting for the store; what has queued while the previous batch
+  was being stored is published as one batch (`EventBus.publish_many`),
+  each run of text pieces in it joined into one ``model_chunk_append`` (the
+  same text in fewer events: under load the event count shrinks, without
+  load nothing waits).
 - `StoredEventBus` numbers each session's events (`seq` 1, 2, 3, ...),
   stores them in `chat_events` (one transaction per batch, so `resume`
   works after a restart too) and only then hands them to the session's
@@ -30,6 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 from collections import defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -43,12 +49,13 @@ from langchain_core.messages import HumanMessage
 
 from flamesight.agent import (
     ChatAgent,
+    ChatTurn,
     LoadedProfiles,
     build_system_message,
     history_from_dicts,
     history_to_dicts,
 )
-from flamesight.agent.events import ErrorEvent, Event, ModelResponseEnd
+from flamesight.agent.events import ErrorEvent, Event, ModelChunkAppend, ModelResponseEnd
 from flamesight.llm import LLMError, scrub
 from flamesight.server.chat_store import ChatRepository, SessionRecord, snapshot_blob_key
 from flamesight.server.model_endpoints import ClientEndpoint, ModelEndpoint, resolve_endpoint
@@ -60,6 +67,9 @@ if TYPE_CHECKING:
     from flamesight.server.state import ServerState
 
 log = logging.getLogger(__name__)
+
+TEXT = ModelChunkAppend.type
+"""The event type of a piece of model text."""
 
 
 @dataclass(frozen=True)
@@ -228,7 +238,7 @@ def event_document(event: Event) -> dict[str, Any]:
 class StoredSnapshots:
     """The agent's snapshot sink: PNGs to blob storage and the `snapshots` table, per owner.
 
-    `save` is called from the turn's worker thread and waits for the event loop to store.
+    `save` is called from the thread that runs the tool and waits for the event loop to store.
     """
 
     def __init__(self, state: ServerState, session: SessionRecord) -> None:
@@ -328,7 +338,7 @@ class ChatService:
             )
             turn = agent.run(stored[:-1], str(stored[-1].content))
             try:
-                last = await self._run_in_thread(session, turn)
+                last = await self._stream(session, turn)
             finally:
                 new_messages = history_to_dicts(turn.history[len(stored) :])
         except Exception as error:
@@ -352,27 +362,22 @@ class ChatService:
             kept[key] = await anyio.to_thread.run_sync(build_system_message, profiles, name)
         return kept[key]
 
-    async def _run_in_thread(self, session: SessionRecord, turn: Any) -> dict[str, Any]:
-        """Iterate the turn in a worker thread, publishing all but its last event; the last.
+    async def _stream(self, session: SessionRecord, turn: ChatTurn) -> dict[str, Any]:
+        """Run the turn, publishing all but its last event; the last.
 
-        The thread does not wait for the events: they queue here, and whatever has
-        queued while the previous batch was being stored is published as one batch.
+        The turn does not wait for its events to be published: they queue, and
+        whatever has queued while the previous batch was being stored is
+        published as one batch (each run of text pieces in it as one event).
         """
-        loop = asyncio.get_running_loop()
         pending: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
         publisher = asyncio.create_task(self._publish_queued(session, pending))
-
-        def drive() -> dict[str, Any]:
-            last: dict[str, Any] = {"type": ModelResponseEnd.type}
-            for event in turn:
+        last: dict[str, Any] = {"type": ModelResponseEnd.type}
+        try:
+            async for event in turn:
                 if isinstance(event, ErrorEvent | ModelResponseEnd):
                     last = event_document(event)
                 else:
-                    loop.call_soon_threadsafe(pending.put_nowait, event_document(event))
-            return last
-
-        try:
-            last = await anyio.to_thread.run_sync(drive)
+                    pending.put_nowait(event_document(event))
         except BaseException:
             publisher.cancel()
             raise
@@ -390,9 +395,20 @@ class ChatService:
                 batch.append(pending.get_nowait())
             events = [event for event in batch if event is not None]
             if events:
-                await self.bus.publish_many(session, events)
+                await self.bus.publish_many(session, coalesced(events))
             if len(events) < len(batch):
                 return
+
+
+def coalesced(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """`events` with each run of consecutive `model_chunk_append`s joined into one (same text)."""
+    joined: list[dict[str, Any]] = []
+    for is_text, run in itertools.groupby(events, lambda event: event["type"] == TEXT):
+        if is_text:
+            joined.append({"type": TEXT, "text": "".join(event["text"] for event in run)})
+        else:
+            joined.extend(run)
+    return joined
 
 
 def _failure(error: Exception, secrets: list[Any]) -> str:
