@@ -373,8 +373,7 @@ def report(
     )
     print()
     print(
-        "| chunk delay p50 ms | p95 ms | p99 ms | max ms | wall s | turns/s | events/s "
-        "| chunks/s |"
+        "| chunk delay p50 ms | p95 ms | p99 ms | max ms | wall s | turns/s | events/s | chunks/s |"
     )
     print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     mark = "" if p99 < 50 else " ✗"

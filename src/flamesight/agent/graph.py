@@ -53,7 +53,6 @@ from langchain_core.messages import (
 )
 from langchain_core.messages.ai import add_ai_message_chunks
 from langchain_core.runnables import RunnableConfig
-from langgraph.config import get_stream_writer
 from langgraph.graph import END, START, StateGraph
 
 from flamesight.agent.events import (
@@ -205,8 +204,7 @@ class ChatAgent:
             return "tools"
         return "end"
 
-    async def _agent(self, state: AgentState) -> dict[str, Any]:
-        write = get_stream_writer()
+    async def _agent(self, state: AgentState, write: Callable[[Event], None]) -> dict[str, Any]:
         concluding = state.get("iterations", 0) >= self.max_iterations
         request: list[BaseMessage] = [SystemMessage(self.system_message()), *state["messages"]]
         images = state.get("images") or []
@@ -288,8 +286,7 @@ class ChatAgent:
             )
         return AIMessage(content=total.text, tool_calls=tool_calls)
 
-    async def _tools(self, state: AgentState) -> dict[str, Any]:
-        write = get_stream_writer()
+    async def _tools(self, state: AgentState, write: Callable[[Event], None]) -> dict[str, Any]:
         last = state["messages"][-1]
         assert isinstance(last, AIMessage)
         results: list[BaseMessage] = []
@@ -394,28 +391,39 @@ class ChatAgent:
     async def _events(
         self, history: list[BaseMessage], prompt: str, turn: ChatTurn
     ) -> AsyncIterator[Event]:
+        """Run the graph as a task; its nodes put their events on a queue this yields from.
+
+        (Cheaper per text piece than LangGraph's custom stream mode.)
+        """
+        events: asyncio.Queue[Event | None] = asyncio.Queue()
         state: dict[str, Any] = {"messages": history, "prompt": prompt}
         config = {
             "recursion_limit": 2 * self.max_iterations + 10,
-            "configurable": {_AGENT: self},
+            "configurable": {_AGENT: self, _WRITE: events.put_nowait},
         }
+
+        async def run() -> None:
+            try:
+                async for values in _graph().astream(state, config=config, stream_mode="values"):
+                    if values.get("messages"):
+                        turn.history = list(values["messages"])
+            finally:
+                events.put_nowait(None)
+
+        graph = asyncio.create_task(run())
         failed = False
         try:
-            async for mode, chunk in _graph().astream(
-                state, config=config, stream_mode=["custom", "values"]
-            ):
-                if mode == "custom":
-                    if isinstance(chunk, ErrorEvent):
-                        failed = True
-                    yield chunk
-                else:
-                    if chunk.get("messages"):
-                        turn.history = list(chunk["messages"])
+            while (event := await events.get()) is not None:
+                failed = failed or isinstance(event, ErrorEvent)
+                yield event
+            await graph
         except Exception as error:  # setup failed, or the graph itself broke
             log.exception("the chat turn failed")
             yield ErrorEvent(self._describe(error))
             return
         finally:
+            graph.cancel()
+            await asyncio.gather(graph, return_exceptions=True)
             await self._close_http_client()
         if not failed:
             yield ModelResponseEnd()
@@ -486,6 +494,8 @@ def build_system_message(profiles: LoadedProfiles, source: str | None = None) ->
 
 _AGENT = "flamesight_agent"
 """The key of the running `ChatAgent` in the graph's config (`configurable`)."""
+_WRITE = "flamesight_write"
+"""The key of the function that hands a node's events to the running turn."""
 
 
 @functools.cache
@@ -500,7 +510,8 @@ def _graph() -> Any:
 
     def async_step(name: str) -> Callable[[AgentState, RunnableConfig], Awaitable[Any]]:
         async def run(state: AgentState, config: RunnableConfig) -> Any:
-            return await getattr(config["configurable"][_AGENT], name)(state)
+            configurable = config["configurable"]
+            return await getattr(configurable[_AGENT], name)(state, configurable[_WRITE])
 
         return run
 

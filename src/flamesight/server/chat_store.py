@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import func, select
+from sqlalchemy import func, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from flamesight.server.repository import NotFound, new_id
@@ -159,11 +159,12 @@ class ChatRepository:
     async def add_events(self, session_id: str, events: list[dict[str, Any]]) -> None:
         """Keep numbered events (each has its `seq`) of a session, in one transaction."""
         now = datetime.now(UTC)
+        rows = [
+            {"session_id": session_id, "seq": event["seq"], "data": event, "created_at": now}
+            for event in events
+        ]
         async with self.sessions() as session, session.begin():
-            session.add_all(
-                ChatEvent(session_id=session_id, seq=event["seq"], data=event, created_at=now)
-                for event in events
-            )
+            await session.execute(insert(ChatEvent), rows)  # one statement, no ORM objects
 
     async def events_after(self, session_id: str, after_seq: int) -> list[dict[str, Any]]:
         """An owned session's events numbered above `after_seq`, in order."""
