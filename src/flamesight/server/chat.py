@@ -9,13 +9,14 @@ message, enqueues a `ChatTurnJob` on the `JobQueue` and relays what the
   the event loop too (`async for` over the agent's events: the model's
   stream is read without a thread, tools run in worker threads), so a
   process runs as many turns at once as its queue gives it. Events queue
-  without waiting for the store; what has queued while the previous batch
-  was being stored is published as one batch (`EventBus.publish_many`),
-  each run of text pieces in it joined into one ``model_chunk_append`` (the
-  same text in fewer events: under load the event count shrinks, without
-  load nothing waits).
+  without waiting for the store (`EventPublisher`, one per process): what
+  all turns queued while the previous batch was being published is
+  published as one batch (`EventBus.publish_batch`), each session's runs of
+  text pieces in it joined into one ``model_chunk_append`` (the same text in
+  fewer events: under load batches grow and the cost per event shrinks,
+  without load nothing waits). A turn's last event goes out after the rest.
 - `StoredEventBus` numbers each session's events (`seq` 1, 2, 3, ...),
-  stores them in `chat_events` (one transaction per batch, so `resume`
+  stores them in `chat_events` (a transaction per session's batch, so `resume`
   works after a restart too) and only then hands them to the session's
   subscribers in memory.
 
@@ -141,6 +142,12 @@ class EventBus(Protocol):
         """`publish` for several events in order (kept before any is delivered)."""
         ...
 
+    async def publish_batch(
+        self, batch: list[tuple[SessionRecord, list[dict[str, Any]]]]
+    ) -> list[list[dict[str, Any]]]:
+        """`publish_many` for several sessions at once; each session's events with seqs."""
+        ...
+
     def subscribe(self, session_id: str) -> contextlib.AbstractAsyncContextManager[EventQueue]:
         """Receive the session's events published from now on, while the block runs."""
         ...
@@ -209,6 +216,12 @@ class StoredEventBus:
                     queue.put_nowait(event)
         return numbered
 
+    async def publish_batch(
+        self, batch: list[tuple[SessionRecord, list[dict[str, Any]]]]
+    ) -> list[list[dict[str, Any]]]:
+        """`publish_many` for each session in turn."""
+        return [await self.publish_many(session, events) for session, events in batch]
+
     @contextlib.asynccontextmanager
     async def subscribe(self, session_id: str) -> AsyncIterator[EventQueue]:
         """A queue receiving the session's events until the block ends."""
@@ -265,6 +278,83 @@ class StoredSnapshots:
         return f"/api/snapshots/{snapshot_id}"
 
 
+@dataclass(frozen=True)
+class _Flush:
+    """A turn waiting for its session's queued events to be published."""
+
+    session_id: str
+    done: asyncio.Future[None]
+
+
+class EventPublisher:
+    """Publishes the events of every turn this process runs, a batch at a time.
+
+    Turns `put` their events without waiting. What all of them queued while
+    the previous batch was being published goes out as the next batch
+    (`EventBus.publish_batch`: in fleet mode one database transaction and one
+    stream append for all its sessions), each session's runs of text pieces
+    joined into one event (`coalesced`). Without load a batch is an event or
+    two and nothing waits; under load batches grow and the cost per event
+    shrinks.
+    """
+
+    def __init__(self, bus: Callable[[], EventBus]) -> None:
+        self.bus = bus
+        self._queue: asyncio.Queue[tuple[SessionRecord, dict[str, Any]] | _Flush] = asyncio.Queue()
+        self._failed: dict[str, Exception] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    def put(self, session: SessionRecord, event: dict[str, Any]) -> None:
+        """Queue `event` of `session` for the next batch."""
+        if self._task is None:
+            self._task = asyncio.create_task(self._run())
+        self._queue.put_nowait((session, event))
+
+    async def flush(self, session_id: str) -> None:
+        """Wait until the session's queued events are published (raise why they could not be)."""
+        if self._task is None:
+            return
+        done = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait(_Flush(session_id, done))
+        await done
+
+    async def close(self) -> None:
+        """Stop publishing (at shutdown, once no turn runs)."""
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    async def _run(self) -> None:
+        while True:
+            items = [await self._queue.get()]
+            while not self._queue.empty():
+                items.append(self._queue.get_nowait())
+            batch: dict[str, tuple[SessionRecord, list[dict[str, Any]]]] = {}
+            flushes: list[_Flush] = []
+            for item in items:
+                if isinstance(item, _Flush):
+                    flushes.append(item)
+                else:
+                    session, event = item
+                    batch.setdefault(session.id, (session, []))[1].append(event)
+            if batch:
+                try:
+                    await self.bus().publish_batch(
+                        [(session, coalesced(events)) for session, events in batch.values()]
+                    )
+                except Exception as error:  # the turns of these sessions fail with it
+                    for session_id in batch:
+                        self._failed[session_id] = error
+            for flush in flushes:
+                error = self._failed.pop(flush.session_id, None)
+                if flush.done.done():
+                    continue
+                if error is None:
+                    flush.done.set_result(None)
+                else:
+                    flush.done.set_exception(error)
+
+
 class ChatService:
     """The chat side of a running server: its job queue, its event bus, the sessions' endpoints."""
 
@@ -272,6 +362,7 @@ class ChatService:
         self.state = state
         self.bus: EventBus = StoredEventBus(state)
         self.jobs: JobQueue = InProcessJobQueue(self.run_turn)
+        self.publisher = EventPublisher(lambda: self.bus)
         self.endpoints: dict[str, ModelEndpoint] = {}
         """Endpoints clients gave for their sessions: memory only, gone at restart."""
         self.turns: TurnGate = LocalTurnGate()
@@ -281,6 +372,7 @@ class ChatService:
     async def close(self) -> None:
         """Stop the turns still running and forget every credential."""
         await self.jobs.close()
+        await self.publisher.close()
         self.endpoints.clear()
 
     def keep(self, task: asyncio.Task[Any]) -> None:
@@ -363,41 +455,25 @@ class ChatService:
         return kept[key]
 
     async def _stream(self, session: SessionRecord, turn: ChatTurn) -> dict[str, Any]:
-        """Run the turn, publishing all but its last event; the last.
+        """Run the turn, publishing all but its last event (`publisher`); the last.
 
-        The turn does not wait for its events to be published: they queue, and
-        whatever has queued while the previous batch was being stored is
-        published as one batch (each run of text pieces in it as one event).
+        The turn does not wait for its events to be published, only for the
+        last of them at its end, so its last event always comes after them.
         """
-        pending: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
-        publisher = asyncio.create_task(self._publish_queued(session, pending))
         last: dict[str, Any] = {"type": ModelResponseEnd.type}
         try:
             async for event in turn:
                 if isinstance(event, ErrorEvent | ModelResponseEnd):
                     last = event_document(event)
                 else:
-                    pending.put_nowait(event_document(event))
+                    self.publisher.put(session, event_document(event))
         except BaseException:
-            publisher.cancel()
+            # What the turn queued still goes out before the error that ends it.
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self.publisher.flush(session.id))
             raise
-        pending.put_nowait(None)
-        await publisher
+        await self.publisher.flush(session.id)
         return last
-
-    async def _publish_queued(
-        self, session: SessionRecord, pending: asyncio.Queue[dict[str, Any] | None]
-    ) -> None:
-        """Publish the queued events, a batch at a time, until the end marker (None)."""
-        while True:
-            batch = [await pending.get()]
-            while not pending.empty():
-                batch.append(pending.get_nowait())
-            events = [event for event in batch if event is not None]
-            if events:
-                await self.bus.publish_many(session, coalesced(events))
-            if len(events) < len(batch):
-                return
 
 
 def coalesced(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
