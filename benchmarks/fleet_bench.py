@@ -17,8 +17,11 @@ sessions at once. Checked per session: `seq` runs 1, 2, 3, ... with no gap
 or repeat, every turn ends with `model_response_end`, and every chunk index
 0..tokens-1 arrives exactly once per turn, in order. Reported: lost and
 duplicated events and chunks (must be 0), the p50/p95/p99/max chunk delay
-(target p99 < 50 ms), turns/s and events/s over the whole run, and the
-peak RSS of each process (psutil, sampled every 100 ms).
+(target p99 < 50 ms), turns/s, events/s and chunks/s over the whole run, the
+peak RSS of each process (psutil, sampled every 100 ms), and the CPU time
+each process used while the chats ran: the flamesight processes, the model,
+the clients, the PostgreSQL backends of the run's database and the Redis
+server (all of it: other users of that Redis count too), and their total.
 
     .venv/bin/python benchmarks/fleet_bench.py                      # 200 sessions x 500 tokens
     .venv/bin/python benchmarks/fleet_bench.py --sessions 20 --tokens 100   # quick
@@ -31,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import multiprocessing
 import os
@@ -180,6 +184,24 @@ class Processes:
     def sample(self) -> None:
         self._sampler.start()
 
+    def cpu_seconds(self, others: dict[str, int], database: str) -> dict[str, float]:
+        """CPU time (user + system) used so far by each process, by `others` (name: pid),
+        by the PostgreSQL backends serving `database` and by the Redis server."""
+        pids = {name: popen.pid for name, popen, _log in self.started} | others
+        used = {name: _cpu(psutil.Process(pid)) for name, pid in pids.items()}
+        used["postgresql"] = used["redis"] = 0.0
+        for process in psutil.process_iter(["name", "cmdline"]):
+            command = " ".join(process.info["cmdline"] or ())
+            if f" {database} " in f"{command} ":
+                name = "postgresql"
+            elif process.info["name"] == "redis-server":
+                name = "redis"
+            else:
+                continue
+            with contextlib.suppress(psutil.Error):
+                used[name] += _cpu(process)
+        return used
+
     def stop(self) -> None:
         self._stop.set()
         for _name, popen, _log in self.started:
@@ -191,6 +213,11 @@ class Processes:
             except subprocess.TimeoutExpired:
                 popen.kill()
                 popen.wait(5)
+
+
+def _cpu(process: psutil.Process) -> float:
+    times = process.cpu_times()
+    return times.user + times.system
 
 
 # --- the clients -------------------------------------------------------------------------
@@ -305,12 +332,16 @@ async def run(args: argparse.Namespace) -> None:
             )
             response.raise_for_status()
             trace_id = response.json()["id"]
+        others = {"model": model.pid or 0, "clients": os.getpid()}
+        cpu_before = processes.cpu_seconds(others, database)
         started = time.monotonic()
         results = await asyncio.gather(
             *(chat(webs[n % 2], trace_id, args.turns, args.tokens) for n in range(args.sessions))
         )
         elapsed = time.monotonic() - started
-        report(args, results, elapsed, processes)
+        cpu = processes.cpu_seconds(others, database)
+        cpu = {name: used - cpu_before[name] for name, used in cpu.items()}
+        report(args, results, elapsed, processes, cpu)
     except BaseException:
         for name, _popen, log in processes.started:
             print(f"--- {name} (last lines)\n" + "\n".join(log.read_text().splitlines()[-40:]))
@@ -327,7 +358,11 @@ async def run(args: argparse.Namespace) -> None:
 
 
 def report(
-    args: argparse.Namespace, results: list[SessionResult], elapsed: float, processes: Processes
+    args: argparse.Namespace,
+    results: list[SessionResult],
+    elapsed: float,
+    processes: Processes,
+    cpu: dict[str, float],
 ) -> None:
     lost = duplicated = 0
     for result in results:
@@ -354,20 +389,27 @@ def report(
         f"| {sum(r.chunks_duplicated for r in results)} | {len(errors)} |"
     )
     print()
-    print("| chunk delay p50 ms | p95 ms | p99 ms | max ms | wall s | turns/s | events/s |")
-    print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    print(
+        "| chunk delay p50 ms | p95 ms | p99 ms | max ms | wall s | turns/s | events/s | chunks/s |"
+    )
+    print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     mark = "" if p99 < 50 else " ✗"
     print(
         f"| {statistics.median(delays):.1f} | {percentile(delays, 0.95):.1f} | {p99:.1f}{mark} "
-        f"| {max(delays):.1f} | {elapsed:.1f} | {turns / elapsed:.2f} | {events / elapsed:,.0f} |"
+        f"| {max(delays):.1f} | {elapsed:.1f} | {turns / elapsed:.2f} | {events / elapsed:,.0f} "
+        f"| {len(delays) / elapsed:,.0f} |"
         if delays
-        else "| - | - | - | - | - | - | - |"
+        else "| - | - | - | - | - | - | - | - |"
     )
     print()
-    print("| process | peak RSS MB |")
-    print("| --- | ---: |")
-    for name, peak in processes.peak.items():
-        print(f"| {name} | {peak / 2**20:.0f} |")
+    chunks = max(1, len(delays))
+    print("| process | peak RSS MB | CPU s | CPU µs per chunk |")
+    print("| --- | ---: | ---: | ---: |")
+    for name, used in cpu.items():
+        peak = f"{processes.peak[name] / 2**20:.0f}" if name in processes.peak else "-"
+        print(f"| {name} | {peak} | {used:.1f} | {used / chunks * 1e6:,.0f} |")
+    total = sum(cpu.values())
+    print(f"| total | | {total:.1f} | {total / chunks * 1e6:,.0f} |")
     for message in sorted(set(errors))[:5]:
         print(f"error: {message}")
 

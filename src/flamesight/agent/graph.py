@@ -9,11 +9,15 @@ what it has. The graph is compiled once and shared by all agents (its nodes
 call the agent named in the run's config); a server hands each agent the
 system message it keeps per trace (`build_system_message`).
 
-The model is langchain-openai's `ChatOpenAI` on the endpoint of
-`flamesight.llm` settings; the key is the API key, or an OAuth access token
-taken from the `flamesight.llm` auth object before every model request (so
-it is refreshed between turns, and fetched again once when the endpoint
-refuses it).
+The graph runs on an event loop (`astream`): the model's answer is read
+with langchain-openai's `ChatOpenAI` streaming asynchronously (its chunks
+left as plain dicts, `PlainChunks`), and tools, which are synchronous and
+CPU-bound, run in worker threads. `ChatTurn` is iterated with `async for`
+on the caller's loop (the server) or with `for` on a loop of its own (the
+CLI). The model is on the endpoint of `flamesight.llm` settings; the key is
+the API key, or an OAuth access token taken from the `flamesight.llm` auth
+object before every model request (so it is refreshed between turns, and
+fetched again once when the endpoint refuses it).
 
 The conversation history is an input and an output: `ChatAgent.run` takes
 the messages so far and a question, yields events while the turn runs, and
@@ -27,13 +31,15 @@ data-URL part of a user message); the history keeps the tool's text result.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import functools
 import logging
 import operator
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from typing import Annotated, Any, TypedDict
 
+import anyio.to_thread
 import openai
 from langchain_core.messages import (
     AIMessage,
@@ -45,8 +51,8 @@ from langchain_core.messages import (
     messages_from_dict,
     messages_to_dict,
 )
+from langchain_core.messages.ai import add_ai_message_chunks
 from langchain_core.runnables import RunnableConfig
-from langgraph.config import get_stream_writer
 from langgraph.graph import END, START, StateGraph
 
 from flamesight.agent.events import (
@@ -65,7 +71,7 @@ from flamesight.agent.tools import LoadedProfiles, ToolFailure, find_tool, tools
 from flamesight.analysis import summary
 from flamesight.llm import ApiKey, Auth, ClientCredentials, LLMError, Settings, scrub
 from flamesight.llm.auth import connection_problem
-from flamesight.llm.endpoint import checked_http_client
+from flamesight.llm.endpoint import turn_http_client
 from flamesight.llm.errors import Failure
 
 log = logging.getLogger(__name__)
@@ -93,18 +99,43 @@ class AgentState(TypedDict, total=False):
 class ChatTurn:
     """One turn in progress: iterate it (once) for events; `history` holds the conversation.
 
+    `async for` runs the turn on the caller's event loop; plain `for` runs it
+    on an event loop of its own (for callers without one, such as the CLI).
     `history` is the previous history plus the question from the start, and
     grows with every message the turn commits.
     """
 
     def __init__(
-        self, history: list[BaseMessage], events: Callable[[ChatTurn], Iterator[Event]]
+        self, history: list[BaseMessage], events: Callable[[ChatTurn], AsyncIterator[Event]]
     ) -> None:
         self.history = history
         self._events = events(self)
 
-    def __iter__(self) -> Iterator[Event]:
+    def __aiter__(self) -> AsyncIterator[Event]:
         return self._events
+
+    def __iter__(self) -> Iterator[Event]:
+        loop = asyncio.new_event_loop()
+        events: asyncio.Queue[Event | None] = asyncio.Queue()
+
+        async def drive() -> None:
+            # One task runs the whole turn (LangGraph keeps context variables across yields).
+            try:
+                async for event in self._events:
+                    events.put_nowait(event)
+            finally:
+                events.put_nowait(None)
+
+        task = loop.create_task(drive())
+        try:
+            while (event := loop.run_until_complete(events.get())) is not None:
+                yield event
+            loop.run_until_complete(task)
+        finally:
+            task.cancel()
+            loop.run_until_complete(asyncio.gather(task, return_exceptions=True))
+            loop.run_until_complete(loop.shutdown_default_executor())
+            loop.close()
 
 
 class ChatAgent:
@@ -142,7 +173,7 @@ class ChatAgent:
         self.tools = tools_for(profiles)
         self._system = system_message
         self._http_client: Any = None
-        """The URL-checking HTTP client (`settings.url_check`): one per turn, closed at its end."""
+        """The model's HTTP client (checking `settings.url_check`): one per turn, closed at its end."""
 
     # the public surface
 
@@ -173,8 +204,7 @@ class ChatAgent:
             return "tools"
         return "end"
 
-    def _agent(self, state: AgentState) -> dict[str, Any]:
-        write = get_stream_writer()
+    async def _agent(self, state: AgentState, write: Callable[[Event], None]) -> dict[str, Any]:
         concluding = state.get("iterations", 0) >= self.max_iterations
         request: list[BaseMessage] = [SystemMessage(self.system_message()), *state["messages"]]
         images = state.get("images") or []
@@ -183,7 +213,7 @@ class ChatAgent:
         if concluding:
             request.append(HumanMessage(CONCLUDE_MESSAGE.format(limit=self.max_iterations)))
         try:
-            message = self._stream_answer(request, concluding, write)
+            message = await self._stream_answer(request, concluding, write)
         except Exception as error:  # the endpoint failed: the turn ends, the history stays
             write(ErrorEvent(self._describe(error)))
             return {"failed": True, "images": []}
@@ -192,18 +222,17 @@ class ChatAgent:
             update["iterations"] = state.get("iterations", 0) + 1
         return update
 
-    def _stream_answer(
+    async def _stream_answer(
         self, request: list[BaseMessage], concluding: bool, write: Callable[[Event], None]
     ) -> AIMessage:
         retried = False
         while True:
-            received = False
-            total: AIMessageChunk | None = None
+            chunks: list[AIMessageChunk] = []
             in_text = False
             try:
-                for chunk in self._model(concluding).stream(request):
-                    received = True
-                    total = chunk if total is None else total + chunk
+                model = await anyio.to_thread.run_sync(self._model, concluding)
+                async for chunk in model.astream(request):
+                    chunks.append(chunk)
                     text = chunk.text
                     if text:
                         if not in_text:
@@ -213,14 +242,14 @@ class ChatAgent:
                 if in_text:
                     write(ModelChunkEnd())
             except openai.AuthenticationError:
-                if isinstance(self.auth, ClientCredentials) and not retried and not received:
+                if isinstance(self.auth, ClientCredentials) and not retried and not chunks:
                     log.info("the endpoint refused the OAuth token; fetching a new one")
                     self.auth.invalidate()
                     retried = True
                     continue
                 raise
             except (openai.APIConnectionError, openai.APITimeoutError) as error:
-                if not received:
+                if not chunks:
                     raise
                 what = (
                     "stopped sending"
@@ -234,8 +263,9 @@ class ChatAgent:
                 ) from error
             break
         where = self.settings.display_url
-        if total is None:
+        if not chunks:
             raise LLMError(Failure.BAD_ANSWER, f"{where} sent an empty answer")
+        total = add_ai_message_chunks(chunks[0], *chunks[1:])  # one merge, not one per chunk
         if not total.response_metadata.get("finish_reason"):
             raise LLMError(
                 Failure.BAD_ANSWER,
@@ -256,8 +286,7 @@ class ChatAgent:
             )
         return AIMessage(content=total.text, tool_calls=tool_calls)
 
-    def _tools(self, state: AgentState) -> dict[str, Any]:
-        write = get_stream_writer()
+    async def _tools(self, state: AgentState, write: Callable[[Event], None]) -> dict[str, Any]:
         last = state["messages"][-1]
         assert isinstance(last, AIMessage)
         results: list[BaseMessage] = []
@@ -271,7 +300,8 @@ class ChatAgent:
                     raise ToolFailure(
                         f"the arguments of {name} are not valid JSON: {args['__invalid__']!r}"
                     )
-                output = find_tool(name, self.tools).call(self.profiles, args)
+                tool = find_tool(name, self.tools)
+                output = await anyio.to_thread.run_sync(tool.call, self.profiles, args)
             except ToolFailure as failure:
                 message = str(failure)
                 write(ToolError(name, message))
@@ -286,7 +316,10 @@ class ChatAgent:
             location = None
             if output.image is not None:
                 if self.snapshots is not None:
-                    location = self.snapshots.save(output.image, _snapshot_name(args))
+                    save = self.snapshots.save
+                    location = await anyio.to_thread.run_sync(
+                        save, output.image, _snapshot_name(args)
+                    )
                 images.append((output.summary, _data_url(output.image)))
             write(ToolEnd(name, output.summary, location))
             results.append(ToolMessage(output.text, tool_call_id=call["id"]))
@@ -307,11 +340,13 @@ class ChatAgent:
             "max_retries": settings.max_retries,
             "default_headers": dict(settings.headers) or None,
             "streaming": True,
+            # The read timeout (`timeout`) bounds a stalled stream; a second, per-chunk
+            # timer would cost a task per chunk.
+            "stream_chunk_timeout": None,
         }
         if self._http_client is None:
-            self._http_client = checked_http_client(settings)
-        if self._http_client is not None:
-            common["http_client"] = self._http_client
+            self._http_client = turn_http_client(settings)
+        common["http_async_client"] = self._http_client
         if settings.provider == "azure":
             credential = (
                 {"azure_ad_token": key}
@@ -332,6 +367,7 @@ class ChatAgent:
                 default_query=dict(settings.query) or None,
                 **common,
             )
+        model.async_client = PlainChunks(model.async_client)
         schemas = [tool.openai_schema() for tool in self.tools]
         return model.bind_tools(schemas, tool_choice="none" if concluding else None)
 
@@ -352,41 +388,71 @@ class ChatAgent:
 
     # running a turn
 
-    def _events(self, history: list[BaseMessage], prompt: str, turn: ChatTurn) -> Iterator[Event]:
+    async def _events(
+        self, history: list[BaseMessage], prompt: str, turn: ChatTurn
+    ) -> AsyncIterator[Event]:
+        """Run the graph as a task; its nodes put their events on a queue this yields from.
+
+        (Cheaper per text piece than LangGraph's custom stream mode.)
+        """
+        events: asyncio.Queue[Event | None] = asyncio.Queue()
         state: dict[str, Any] = {"messages": history, "prompt": prompt}
         config = {
             "recursion_limit": 2 * self.max_iterations + 10,
-            "configurable": {_AGENT: self},
+            "configurable": {_AGENT: self, _WRITE: events.put_nowait},
         }
+
+        async def run() -> None:
+            try:
+                async for values in _graph().astream(state, config=config, stream_mode="values"):
+                    if values.get("messages"):
+                        turn.history = list(values["messages"])
+            finally:
+                events.put_nowait(None)
+
+        graph = asyncio.create_task(run())
         failed = False
         try:
-            for mode, chunk in _graph().stream(
-                state, config=config, stream_mode=["custom", "values"]
-            ):
-                if mode == "custom":
-                    if isinstance(chunk, ErrorEvent):
-                        failed = True
-                    yield chunk
-                else:
-                    if chunk.get("messages"):
-                        turn.history = list(chunk["messages"])
+            while (event := await events.get()) is not None:
+                failed = failed or isinstance(event, ErrorEvent)
+                yield event
+            await graph
         except Exception as error:  # setup failed, or the graph itself broke
             log.exception("the chat turn failed")
             yield ErrorEvent(self._describe(error))
             return
         finally:
-            self._close_http_client()
+            graph.cancel()
+            await asyncio.gather(graph, return_exceptions=True)
+            await self._close_http_client()
         if not failed:
             yield ModelResponseEnd()
 
-    def _close_http_client(self) -> None:
-        """Close the turn's URL-checking HTTP client (its connections), if it made one."""
+    async def _close_http_client(self) -> None:
+        """Close the turn's HTTP client (its connections), if it made one."""
         if self._http_client is not None:
-            self._http_client.close()
+            await self._http_client.aclose()
             self._http_client = None
 
 
 # helpers
+
+
+class PlainChunks:
+    """A chat model's `async_client` that leaves the streamed chunks as plain dicts.
+
+    The request is the SDK's own (`create`, with its retries and errors); only
+    the SDK's typed chunk objects, which langchain turns back into dicts at
+    once, are skipped: building them was half of a turn's CPU time per token.
+    """
+
+    def __init__(self, completions: Any) -> None:
+        self.completions = completions
+
+    async def create(self, **payload: Any) -> openai.AsyncStream[object]:
+        """Send the streaming request; its chunks, as the JSON they arrive in."""
+        raw = await self.completions.with_raw_response.create(**payload)
+        return raw.parse(to=openai.AsyncStream[object])
 
 
 def build_system_message(profiles: LoadedProfiles, source: str | None = None) -> str:
@@ -428,6 +494,8 @@ def build_system_message(profiles: LoadedProfiles, source: str | None = None) ->
 
 _AGENT = "flamesight_agent"
 """The key of the running `ChatAgent` in the graph's config (`configurable`)."""
+_WRITE = "flamesight_write"
+"""The key of the function that hands a node's events to the running turn."""
 
 
 @functools.cache
@@ -440,10 +508,17 @@ def _graph() -> Any:
 
         return run
 
+    def async_step(name: str) -> Callable[[AgentState, RunnableConfig], Awaitable[Any]]:
+        async def run(state: AgentState, config: RunnableConfig) -> Any:
+            configurable = config["configurable"]
+            return await getattr(configurable[_AGENT], name)(state, configurable[_WRITE])
+
+        return run
+
     graph = StateGraph(AgentState)
     graph.add_node("setup", step("_setup"))
-    graph.add_node("agent", step("_agent"))
-    graph.add_node("tools", step("_tools"))
+    graph.add_node("agent", async_step("_agent"))
+    graph.add_node("tools", async_step("_tools"))
     graph.add_edge(START, "setup")
     graph.add_edge("setup", "agent")
     graph.add_conditional_edges("agent", step("_route"), {"tools": "tools", "end": END})

@@ -33,6 +33,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import anthropic
+import anyio.to_thread
 import httpx2
 import openai
 import orjson
@@ -200,6 +201,23 @@ def checked_http_client(settings: Settings) -> httpx2.Client | None:
         event_hooks={"request": [before_sending]},
         verify=_tls_context(),
     )
+
+
+def turn_http_client(settings: Settings) -> httpx2.AsyncClient:
+    """An async HTTP client for one chat turn (its owner closes it when the turn ends).
+
+    It runs `settings.url_check`, if any, on every request, redirects included
+    (in a worker thread: a check may resolve host names).
+    """
+    check = settings.url_check
+    hooks: dict[str, list[Callable[[httpx2.Request], Any]]] = {}
+    if check is not None:
+
+        async def before_sending(request: httpx2.Request) -> None:
+            await anyio.to_thread.run_sync(check, str(request.url))
+
+        hooks["request"] = [before_sending]
+    return httpx2.AsyncClient(follow_redirects=True, event_hooks=hooks, verify=_tls_context())
 
 
 @functools.cache

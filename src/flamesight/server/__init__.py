@@ -103,7 +103,7 @@ fleet mode) builds on them rather than around them:
   `JobQueue`; events go through an `EventBus` that numbers them per session
   (`seq`) and stores them in `chat_events`, so `resume {sessionId,
   afterSeq}` works across reconnects and restarts. Embedded mode:
-  `InProcessJobQueue` (asyncio task; the agent in a worker thread) and
+  `InProcessJobQueue` (asyncio task; the agent on the event loop) and
   `StoredEventBus` (memory fan-out); fleet mode replaces both. One turn
   per session at a time (`TurnGate`).
 - Fleet mode (`fleet`, `fleet_jobs`, docs/fleet.md): `--redis-url` puts

@@ -5,12 +5,18 @@ message, enqueues a `ChatTurnJob` on the `JobQueue` and relays what the
 `EventBus` carries for its session. Both are small interfaces so fleet mode
 (arq workers, Redis Streams) can replace the embedded ones:
 
-- `InProcessJobQueue` runs each job as an asyncio task; the agent is
-  synchronous, so a turn runs in a worker thread and hands each event back
-  to the event loop as it happens (without waiting); the loop publishes
-  what has queued as one batch (`EventBus.publish_many`).
+- `InProcessJobQueue` runs each job as an asyncio task. The turn runs on
+  the event loop too (`async for` over the agent's events: the model's
+  stream is read without a thread, tools run in worker threads), so a
+  process runs as many turns at once as its queue gives it. Events queue
+  without waiting for the store (`EventPublisher`, one per process): what
+  all turns queued while the previous batch was being published is
+  published as one batch (`EventBus.publish_batch`), each session's runs of
+  text pieces in it joined into one ``model_chunk_append`` (the same text in
+  fewer events: under load batches grow and the cost per event shrinks,
+  without load nothing waits). A turn's last event goes out after the rest.
 - `StoredEventBus` numbers each session's events (`seq` 1, 2, 3, ...),
-  stores them in `chat_events` (one transaction per batch, so `resume`
+  stores them in `chat_events` (a transaction per session's batch, so `resume`
   works after a restart too) and only then hands them to the session's
   subscribers in memory.
 
@@ -31,6 +37,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 from collections import defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -44,12 +51,13 @@ from langchain_core.messages import HumanMessage
 
 from flamesight.agent import (
     ChatAgent,
+    ChatTurn,
     LoadedProfiles,
     build_system_message,
     history_from_dicts,
     history_to_dicts,
 )
-from flamesight.agent.events import ErrorEvent, Event, ModelResponseEnd
+from flamesight.agent.events import ErrorEvent, Event, ModelChunkAppend, ModelResponseEnd
 from flamesight.llm import Failure, LLMError, scrub
 from flamesight.server.chat_store import ChatRepository, SessionRecord, snapshot_blob_key
 from flamesight.server.model_endpoints import (
@@ -72,6 +80,8 @@ EXPIRED_ENDPOINT = (
     "the model endpoint this chat named is no longer kept (it expires when unused for long, "
     "and when the socket that gave it closes); send start_analysis with it again"
 )
+TEXT = ModelChunkAppend.type
+"""The event type of a piece of model text."""
 
 
 @dataclass(frozen=True)
@@ -165,6 +175,12 @@ class EventBus(Protocol):
         """`publish` for several events in order (kept before any is delivered)."""
         ...
 
+    async def publish_batch(
+        self, batch: list[tuple[SessionRecord, list[dict[str, Any]]]]
+    ) -> list[list[dict[str, Any]]]:
+        """`publish_many` for several sessions at once; each session's events with seqs."""
+        ...
+
     def subscribe(self, session_id: str) -> contextlib.AbstractAsyncContextManager[EventQueue]:
         """Receive the session's events published from now on, while the block runs."""
         ...
@@ -233,6 +249,12 @@ class StoredEventBus:
                     queue.put_nowait(event)
         return numbered
 
+    async def publish_batch(
+        self, batch: list[tuple[SessionRecord, list[dict[str, Any]]]]
+    ) -> list[list[dict[str, Any]]]:
+        """`publish_many` for each session in turn."""
+        return [await self.publish_many(session, events) for session, events in batch]
+
     @contextlib.asynccontextmanager
     async def subscribe(self, session_id: str) -> AsyncIterator[EventQueue]:
         """A queue receiving the session's events until the block ends."""
@@ -262,7 +284,7 @@ def event_document(event: Event) -> dict[str, Any]:
 class StoredSnapshots:
     """The agent's snapshot sink: PNGs to blob storage and the `snapshots` table, per owner.
 
-    `save` is called from the turn's worker thread and waits for the event loop to store.
+    `save` is called from the thread that runs the tool and waits for the event loop to store.
     """
 
     def __init__(self, state: ServerState, session: SessionRecord) -> None:
@@ -289,6 +311,83 @@ class StoredSnapshots:
         return f"/api/snapshots/{snapshot_id}"
 
 
+@dataclass(frozen=True)
+class _Flush:
+    """A turn waiting for its session's queued events to be published."""
+
+    session_id: str
+    done: asyncio.Future[None]
+
+
+class EventPublisher:
+    """Publishes the events of every turn this process runs, a batch at a time.
+
+    Turns `put` their events without waiting. What all of them queued while
+    the previous batch was being published goes out as the next batch
+    (`EventBus.publish_batch`: in fleet mode one database transaction and one
+    stream append for all its sessions), each session's runs of text pieces
+    joined into one event (`coalesced`). Without load a batch is an event or
+    two and nothing waits; under load batches grow and the cost per event
+    shrinks.
+    """
+
+    def __init__(self, bus: Callable[[], EventBus]) -> None:
+        self.bus = bus
+        self._queue: asyncio.Queue[tuple[SessionRecord, dict[str, Any]] | _Flush] = asyncio.Queue()
+        self._failed: dict[str, Exception] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    def put(self, session: SessionRecord, event: dict[str, Any]) -> None:
+        """Queue `event` of `session` for the next batch."""
+        if self._task is None:
+            self._task = asyncio.create_task(self._run())
+        self._queue.put_nowait((session, event))
+
+    async def flush(self, session_id: str) -> None:
+        """Wait until the session's queued events are published (raise why they could not be)."""
+        if self._task is None:
+            return
+        done = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait(_Flush(session_id, done))
+        await done
+
+    async def close(self) -> None:
+        """Stop publishing (at shutdown, once no turn runs)."""
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    async def _run(self) -> None:
+        while True:
+            items = [await self._queue.get()]
+            while not self._queue.empty():
+                items.append(self._queue.get_nowait())
+            batch: dict[str, tuple[SessionRecord, list[dict[str, Any]]]] = {}
+            flushes: list[_Flush] = []
+            for item in items:
+                if isinstance(item, _Flush):
+                    flushes.append(item)
+                else:
+                    session, event = item
+                    batch.setdefault(session.id, (session, []))[1].append(event)
+            if batch:
+                try:
+                    await self.bus().publish_batch(
+                        [(session, coalesced(events)) for session, events in batch.values()]
+                    )
+                except Exception as error:  # the turns of these sessions fail with it
+                    for session_id in batch:
+                        self._failed[session_id] = error
+            for flush in flushes:
+                error = self._failed.pop(flush.session_id, None)
+                if flush.done.done():
+                    continue
+                if error is None:
+                    flush.done.set_result(None)
+                else:
+                    flush.done.set_exception(error)
+
+
 class ChatService:
     """The chat side of a running server: its job queue, its event bus, the sessions' endpoints."""
 
@@ -296,6 +395,7 @@ class ChatService:
         self.state = state
         self.bus: EventBus = StoredEventBus(state)
         self.jobs: JobQueue = InProcessJobQueue(self.run_turn)
+        self.publisher = EventPublisher(lambda: self.bus)
         self.endpoints: dict[str, ModelEndpoint] = {}
         """Endpoints clients gave for their sessions: memory only, gone at restart."""
         self.turns: TurnGate = LocalTurnGate()
@@ -311,6 +411,7 @@ class ChatService:
     async def close(self) -> None:
         """Stop the turns still running and forget every credential."""
         await self.jobs.close()
+        await self.publisher.close()
         self.endpoints.clear()
         self.sealed.clear()
 
@@ -397,7 +498,7 @@ class ChatService:
             )
             turn = agent.run(stored[:-1], str(stored[-1].content))
             try:
-                last = await self._run_in_thread(session, turn)
+                last = await self._stream(session, turn)
             finally:
                 new_messages = history_to_dicts(turn.history[len(stored) :])
         except Exception as error:
@@ -421,47 +522,37 @@ class ChatService:
             kept[key] = await anyio.to_thread.run_sync(build_system_message, profiles, name)
         return kept[key]
 
-    async def _run_in_thread(self, session: SessionRecord, turn: Any) -> dict[str, Any]:
-        """Iterate the turn in a worker thread, publishing all but its last event; the last.
+    async def _stream(self, session: SessionRecord, turn: ChatTurn) -> dict[str, Any]:
+        """Run the turn, publishing all but its last event (`publisher`); the last.
 
-        The thread does not wait for the events: they queue here, and whatever has
-        queued while the previous batch was being stored is published as one batch.
+        The turn does not wait for its events to be published, only for the
+        last of them at its end, so its last event always comes after them.
         """
-        loop = asyncio.get_running_loop()
-        pending: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
-        publisher = asyncio.create_task(self._publish_queued(session, pending))
-
-        def drive() -> dict[str, Any]:
-            last: dict[str, Any] = {"type": ModelResponseEnd.type}
-            for event in turn:
+        last: dict[str, Any] = {"type": ModelResponseEnd.type}
+        try:
+            async for event in turn:
                 if isinstance(event, ErrorEvent | ModelResponseEnd):
                     last = event_document(event)
                 else:
-                    loop.call_soon_threadsafe(pending.put_nowait, event_document(event))
-            return last
-
-        try:
-            last = await anyio.to_thread.run_sync(drive)
+                    self.publisher.put(session, event_document(event))
         except BaseException:
-            publisher.cancel()
+            # What the turn queued still goes out before the error that ends it.
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self.publisher.flush(session.id))
             raise
-        pending.put_nowait(None)
-        await publisher
+        await self.publisher.flush(session.id)
         return last
 
-    async def _publish_queued(
-        self, session: SessionRecord, pending: asyncio.Queue[dict[str, Any] | None]
-    ) -> None:
-        """Publish the queued events, a batch at a time, until the end marker (None)."""
-        while True:
-            batch = [await pending.get()]
-            while not pending.empty():
-                batch.append(pending.get_nowait())
-            events = [event for event in batch if event is not None]
-            if events:
-                await self.bus.publish_many(session, events)
-            if len(events) < len(batch):
-                return
+
+def coalesced(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """`events` with each run of consecutive `model_chunk_append`s joined into one (same text)."""
+    joined: list[dict[str, Any]] = []
+    for is_text, run in itertools.groupby(events, lambda event: event["type"] == TEXT):
+        if is_text:
+            joined.append({"type": TEXT, "text": "".join(event["text"] for event in run)})
+        else:
+            joined.extend(run)
+    return joined
 
 
 def _failure(error: Exception, secrets: list[Any]) -> str:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import func, select
+from sqlalchemy import func, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from flamesight.server.repository import NotFound, new_id
@@ -158,12 +158,7 @@ class ChatRepository:
 
     async def add_events(self, session_id: str, events: list[dict[str, Any]]) -> None:
         """Keep numbered events (each has its `seq`) of a session, in one transaction."""
-        now = datetime.now(UTC)
-        async with self.sessions() as session, session.begin():
-            session.add_all(
-                ChatEvent(session_id=session_id, seq=event["seq"], data=event, created_at=now)
-                for event in events
-            )
+        await store_events(self.sessions, [(session_id, events)])
 
     async def events_after(self, session_id: str, after_seq: int) -> list[dict[str, Any]]:
         """An owned session's events numbered above `after_seq`, in order."""
@@ -231,6 +226,22 @@ class ChatRepository:
     async def get_analysis(self, analysis_id: str) -> AnalysisRecord:
         """This user's analysis `analysis_id`, or NotFound."""
         return _analysis_record(await self._owned(Analysis, analysis_id, "analysis"))
+
+
+async def store_events(
+    sessions: async_sessionmaker[AsyncSession], events: list[tuple[str, list[dict[str, Any]]]]
+) -> None:
+    """Keep numbered events of several sessions (whose owners the callers checked), as
+    (session id, events) pairs, in one transaction: one INSERT of plain rows."""
+    now = datetime.now(UTC)
+    rows = [
+        {"session_id": session_id, "seq": event["seq"], "data": event, "created_at": now}
+        for session_id, session_events in events
+        for event in session_events
+    ]
+    if rows:
+        async with sessions() as session, session.begin():
+            await session.execute(insert(ChatEvent), rows)
 
 
 def _session_record(row: ChatSession) -> SessionRecord:

@@ -9,9 +9,10 @@ embedded parts of `ChatService`:
   and age (``MINID ~``). `seq` comes from a per-session counter in Redis
   (``INCRBY`` the size of a batch), seeded from the database when Redis has
   none (a new session, a restarted Redis), so it stays monotonic across
-  processes. A batch of events (what a turn produced while the previous batch
-  was stored) is stored in ``chat_events`` in one transaction first, then
-  added to the stream by one script call: the database
+  processes. A batch of events (what all turns of a process produced while
+  the previous batch was published, `chat.EventPublisher`) is numbered by one
+  script call for all its sessions, stored in ``chat_events`` in one
+  transaction, then added to the streams by one script call: the database
   is the record (history, `resume` past the stream's trimmed start or after
   Redis lost it), the stream is the live channel every web process reads.
   A subscriber follows the stream with ``XREAD BLOCK`` from the entry that
@@ -93,7 +94,7 @@ from flamesight.agent.events import ErrorEvent
 from flamesight.llm import Failure, LLMError
 from flamesight.server.analyze_routes import AnalyzeBody, Piece
 from flamesight.server.chat import EXPIRED_ENDPOINT, ChatTurnJob, EventQueue
-from flamesight.server.chat_store import ChatRepository, SessionRecord
+from flamesight.server.chat_store import ChatRepository, SessionRecord, store_events
 from flamesight.server.errors import ApiError
 from flamesight.server.model_endpoints import (
     ENDPOINT_FIELDS,
@@ -184,12 +185,30 @@ redis.call('EXPIRE', KEYS[1], ARGV[2])
 return seq
 """
 
-_APPEND = """
-for i = 4, #ARGV, 2 do
-  redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'seq', ARGV[i], 'event', ARGV[i + 1])
+_NEXT_SEQS = """
+local last = {}
+for i, key in ipairs(KEYS) do
+  if redis.call('EXISTS', key) == 0 then
+    last[i] = -1
+  else
+    last[i] = redis.call('INCRBY', key, ARGV[i + 1])
+    redis.call('EXPIRE', key, ARGV[1])
+  end
 end
-redis.call('XTRIM', KEYS[1], 'MINID', '~', ARGV[2])
-redis.call('EXPIRE', KEYS[1], ARGV[3])
+return last
+"""
+
+_APPEND = """
+local at = 4
+for _, key in ipairs(KEYS) do
+  for _ = 1, tonumber(ARGV[at]) do
+    redis.call('XADD', key, 'MAXLEN', '~', ARGV[1], '*', 'seq', ARGV[at + 1], 'event', ARGV[at + 2])
+    at = at + 2
+  end
+  at = at + 1
+  redis.call('XTRIM', key, 'MINID', '~', ARGV[2])
+  redis.call('EXPIRE', key, ARGV[3])
+end
 return 1
 """
 
@@ -264,6 +283,7 @@ class RedisEventBus:
         self.state = state
         self.redis = redis
         self._next_seq = redis.register_script(_NEXT_SEQ)
+        self._next_seqs = redis.register_script(_NEXT_SEQS)
         self._append = redis.register_script(_APPEND)
 
     async def publish(self, session: SessionRecord, event: dict[str, Any]) -> dict[str, Any]:
@@ -273,27 +293,43 @@ class RedisEventBus:
     async def publish_many(
         self, session: SessionRecord, events: list[dict[str, Any]]
     ) -> list[dict[str, Any]]:
-        """Number `events` (one range of seqs), store them in one transaction, add them to
-        the session's stream in order (one script call)."""
-        if not events:
+        """Number `events` (one range of seqs), store them, add them to the session's stream."""
+        return (await self.publish_batch([(session, events)]))[0]
+
+    async def publish_batch(
+        self, batch: list[tuple[SessionRecord, list[dict[str, Any]]]]
+    ) -> list[list[dict[str, Any]]]:
+        """Events of several sessions: each session's numbered with one range of seqs (one
+        script call for all), all stored in one transaction, then added to their streams
+        in order (one script call)."""
+        batch = [(session, events) for session, events in batch if events]
+        if not batch:
             return []
         ttl = str(STREAM_MAX_AGE_S)
-        count = str(len(events))
-        key = seq_key(session.id)
-        last = await self._next_seq(keys=[key], args=["", ttl, count])
-        store = ChatRepository(self.state.sessions, session.owner_id)
-        if last is None:
-            stored = await store.last_seq(session.id)
-            last = await self._next_seq(keys=[key], args=[str(stored), ttl, count])
-        first = int(last) - len(events) + 1
-        numbered = [{**event, "seq": first + n} for n, event in enumerate(events)]
-        await store.add_events(session.id, numbered)
+        keys = [seq_key(session.id) for session, _ in batch]
+        lasts = await self._next_seqs(keys=keys, args=[ttl, *(len(e) for _, e in batch)])
+        numbered: list[list[dict[str, Any]]] = []
+        for (session, events), key, last in zip(batch, keys, lasts, strict=True):
+            if last < 0:  # no counter in Redis: seed it from the database
+                stored = await ChatRepository(self.state.sessions, session.owner_id).last_seq(
+                    session.id
+                )
+                last = await self._next_seq(keys=[key], args=[str(stored), ttl, len(events)])
+            first = int(last) - len(events) + 1
+            numbered.append([{**event, "seq": first + n} for n, event in enumerate(events)])
+        await store_events(
+            self.state.sessions,
+            [(session.id, events) for (session, _), events in zip(batch, numbered, strict=True)],
+        )
         min_id = max(0, int(time.time() * 1000) - STREAM_MAX_AGE_S * 1000)
         entries: list[Any] = []
-        for n, event in enumerate(events):
-            entries += [first + n, orjson.dumps(event)]
+        for (_session, events), with_seqs in zip(batch, numbered, strict=True):
+            entries.append(len(events))
+            for event, with_seq in zip(events, with_seqs, strict=True):
+                entries += [with_seq["seq"], orjson.dumps(event)]
         await self._append(
-            keys=[stream_key(session.id)], args=[STREAM_MAXLEN, min_id, ttl, *entries]
+            keys=[stream_key(session.id) for session, _ in batch],
+            args=[STREAM_MAXLEN, min_id, ttl, *entries],
         )
         return numbered
 
