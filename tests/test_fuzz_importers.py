@@ -1160,6 +1160,18 @@ def test_gzip_and_zstd_layers_are_undone() -> None:
         assert [p.total_weight for p in group.profiles] == [p.total_weight for p in plain.profiles]
 
 
+def test_gzip_output_longer_than_one_inflate_call_is_whole() -> None:
+    """Output inflated over several calls (a multiple of the call's size, or not;
+    one member or two) comes out whole."""
+    require_load()
+    line = b"a;bcd 1\n"  # 8 bytes: 3 x 4 MiB is exactly 3 calls
+    for repeats in (3 * (4 << 20) // len(line), 3 * (4 << 20) // len(line) + 1):
+        text = line * repeats
+        for packed in (gzip.compress(text, 1), gzip.compress(text, 1) + gzip.compress(line, 1)):
+            lines = repeats + (len(packed) > len(gzip.compress(text, 1)))
+            assert load(packed).profiles[0].total_weight == lines
+
+
 def gzip_bomb(size: int) -> bytes:
     """A gzip stream of `size` zero bytes, built without holding them in memory."""
     packer = zlib.compressobj(9, zlib.DEFLATED, 31)

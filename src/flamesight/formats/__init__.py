@@ -68,14 +68,22 @@ def format_modules() -> list[ModuleType]:
 
 
 def decompress(data: bytes, max_bytes: int) -> bytes:
-    """Undo gzip and zstd layers (nested ones too), refusing output over `max_bytes`."""
+    """Undo gzip and zstd layers (nested ones too), refusing output over `max_bytes`.
+
+    A layer's compressed bytes are let go before its pieces are joined, so a
+    caller that hands over its only reference (as `load` does) does not hold
+    the input, the pieces and their join at once.
+    """
     while True:
         if data.startswith(GZIP_MAGIC):
-            data = _gunzip(data, max_bytes)
+            parts = _gunzip(data, max_bytes)
         elif data.startswith(ZSTD_MAGIC):
-            data = _unzstd(data, max_bytes)
+            parts = _unzstd(data, max_bytes)
         else:
             return data
+        del data
+        data = b"".join(parts)
+        del parts
 
 
 def _too_big(kind: str, max_bytes: int) -> FormatError:
@@ -86,35 +94,41 @@ def _too_big(kind: str, max_bytes: int) -> FormatError:
     )
 
 
-def _gunzip(data: bytes, max_bytes: int) -> bytes:
+_INFLATE_CHUNK = 4 << 20
+"""Bytes inflated per call: zlib joins a call's output blocks into one copy, so calls stay small."""
+
+
+def _gunzip(data: bytes, max_bytes: int) -> list[bytes]:
     parts: list[bytes] = []
     size = 0
     rest = data
     while rest.startswith(GZIP_MAGIC):
         inflater = zlib.decompressobj(wbits=31)
+        pending = rest
         try:
-            chunk = inflater.decompress(rest, max_bytes + 1 - size)
-            while inflater.unconsumed_tail and size + len(chunk) <= max_bytes:
+            while True:
+                limit = min(_INFLATE_CHUNK, max_bytes + 1 - size)
+                chunk = inflater.decompress(pending, limit)
                 parts.append(chunk)
                 size += len(chunk)
-                chunk = inflater.decompress(inflater.unconsumed_tail, max_bytes + 1 - size)
+                if size > max_bytes:
+                    raise _too_big("gzip", max_bytes)
+                pending = inflater.unconsumed_tail
+                if inflater.eof or (not pending and len(chunk) < limit):
+                    break
         except zlib.error as error:
             raise FormatError(
                 "gzip", f"byte {len(data) - len(rest)}", f"corrupt data ({error})"
             ) from None
-        parts.append(chunk)
-        size += len(chunk)
-        if size > max_bytes:
-            raise _too_big("gzip", max_bytes)
         if not inflater.eof:
             raise FormatError(
                 "gzip", f"byte {len(data)}", "the file ends in the middle of the stream"
             )
         rest = inflater.unused_data
-    return b"".join(parts)
+    return parts
 
 
-def _unzstd(data: bytes, max_bytes: int) -> bytes:
+def _unzstd(data: bytes, max_bytes: int) -> list[bytes]:
     import zstandard
 
     parts: list[bytes] = []
@@ -128,7 +142,7 @@ def _unzstd(data: bytes, max_bytes: int) -> bytes:
                 parts.append(chunk)
     except zstandard.ZstdError as error:
         raise FormatError("zstd", "stream", f"corrupt data ({error})") from None
-    return b"".join(parts)
+    return parts
 
 
 def detect(data: bytes) -> ModuleType:
@@ -163,12 +177,16 @@ def load(
             data = _read(path, caps.max_decompressed_bytes, progress)
         if len(data) > caps.max_decompressed_bytes:
             raise _too_big("input", caps.max_decompressed_bytes)
-        data = decompress(data, caps.max_decompressed_bytes)
+        # `decompress` and then the importer are each handed the only reference to
+        # data `load` read itself (a list popped in the call, so no variable here
+        # keeps it): the compressed bytes go before their pieces are joined, and
+        # an importer done with the text can free it before building the profile.
+        handed_over = [data]
+        del data
+        data = decompress(handed_over.pop(), caps.max_decompressed_bytes)
         module = detect(data)
         if progress:
             progress(f"parsing {module.TITLE}", 0, 0)
-        # The importer is handed the only reference to data `load` read itself,
-        # so an importer done with the text can free it before building the profile.
         handed_over = [data]
         del data
         try:

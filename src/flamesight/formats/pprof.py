@@ -115,6 +115,7 @@ def parse(data: bytes, name: str) -> ProfileGroup:
         message.ParseFromString(data if split is None else split[0])
     except (DecodeError, RecursionError) as error:
         raise FormatError(TITLE, "whole file", f"not a valid pprof protobuf ({error})") from None
+    del data  # read: let it go (`formats.load` holds no other reference)
     if split is None:
         sample_of_encoding, distinct = _distinct_samples(message.sample)
     else:
