@@ -58,7 +58,7 @@ from websockets.asyncio.client import ClientConnection, connect
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from import_bench import DATA_DIR, MB, write_collapsed  # noqa: E402 (this folder)
+from import_inputs import DATA_DIR, MB, write_collapsed  # noqa: E402 (this folder)
 
 from tests.live_server import free_port  # noqa: E402
 from tests.llm_servers import Exchange, LoopbackServer, openai_stream  # noqa: E402
