@@ -30,6 +30,7 @@ Comment lines (``#``) are ignored; events of one thread are ordered by time.
 from __future__ import annotations
 
 import functools
+import io
 import math
 import re
 from collections.abc import Iterator
@@ -68,23 +69,33 @@ class _Thread:
     stacks: list[int] = field(default_factory=list)
 
 
-def _events(text: str) -> Iterator[tuple[int, list[str]]]:
-    """Yield (first line number, lines) of every blank-line separated block, comments dropped."""
-    block: list[str] = []
+def _events(data: bytes) -> Iterator[tuple[int, list[bytes]]]:
+    """Yield (first line number, lines) of every blank-line separated block, comments dropped.
+
+    Lines are read one at a time and stay bytes (decoded where needed): the
+    whole text as one string, and as a list of line strings, would take
+    several times the file's size.
+    """
+    block: list[bytes] = []
     start = 1
-    for number, line in enumerate(text.split("\n"), 1):
-        line = line.removesuffix("\r")
-        if line == "":
+    for number, line in enumerate(io.BytesIO(data), 1):
+        line = line.removesuffix(b"\n").removesuffix(b"\r")
+        if line == b"":
             if block:
                 yield start, block
             block = []
             start = number + 1
-        elif not line.lstrip().startswith("#"):
+        elif not line.lstrip().startswith(b"#"):
             if not block:
                 start = number
             block.append(line)
     if block:
         yield start, block
+
+
+def _decoded(line: bytes) -> str:
+    """A line as text (bytes that are not UTF-8 replaced)."""
+    return line.decode("utf-8", "replace")
 
 
 def _frame(line: str) -> tuple[str, str] | None:
@@ -117,15 +128,14 @@ def _header(line: str) -> tuple[re.Match[str], float, str] | None:
 
 def sniff(head: bytes) -> bool:
     """The first events have a perf header line (command, thread, "seconds.micros:") and frame lines."""
-    text = head.decode("utf-8", "replace")
-    if "\x00" in text:
+    if b"\x00" in head:
         return False
     seen = 0
-    for _, lines in _events(text):
-        header = _header(lines[0])
+    for _, lines in _events(head):
+        header = _header(_decoded(lines[0]))
         if header is None or not header[2]:
             return False
-        if len(lines) > 1 and _frame(lines[1]) is None:
+        if len(lines) > 1 and _frame(_decoded(lines[1])) is None:
             return False
         seen += 1
         if seen >= _SNIFF_EVENTS:
@@ -135,19 +145,19 @@ def sniff(head: bytes) -> bool:
 
 def parse(data: bytes, name: str) -> ProfileGroup:
     """Read ``perf script`` output into one profile per thread."""
-    text = data.decode("utf-8", "replace")
     threads: dict[str, _Thread] = {}
-    shown_frames: dict[str, tuple[str, str] | tuple[()]] = {}  # a call site's line recurs
+    shown_frames: dict[bytes, tuple[str, str] | tuple[()]] = {}  # a call site's line recurs
     event_type: str | None = None
-    for line_number, lines in _events(text):
-        header = _header(lines[0])
+    for line_number, lines in _events(data):
+        first = _decoded(lines[0])
+        header = _header(first)
         if header is None:
             if not threads:
                 raise FormatError(
                     TITLE,
                     f"line {line_number}",
                     "expected an event header 'COMMAND PID/TID TIME: EVENT:', "
-                    f"got {shorten(lines[0])}",
+                    f"got {shorten(first)}",
                 )
             continue
         start, timestamp, kind = header
@@ -163,7 +173,7 @@ def parse(data: bytes, name: str) -> ProfileGroup:
         for line in lines[1:]:
             shown = shown_frames.get(line)
             if shown is None:
-                shown = shown_frames[line] = _shown_frame(line)
+                shown = shown_frames[line] = _shown_frame(_decoded(line))
             if shown:
                 frames.append(builder.frame(*shown))
         frames.reverse()
