@@ -30,7 +30,9 @@ one.
 
 from __future__ import annotations
 
+import io
 import re
+from collections.abc import Iterator
 
 import numpy as np
 
@@ -93,11 +95,10 @@ class _Thread:
 
 def parse(data: bytes, name: str) -> ProfileGroup:
     """Read Austin output into one profile per process/thread pair."""
-    text = as_utf8(data).decode("utf-8", "replace")
     metadata: dict[str, object] = {}
     threads: dict[tuple[str, str], _Thread] = {}
     mode = "wall"
-    for number, raw_line in enumerate(text.splitlines(), 1):
+    for number, raw_line in enumerate(_lines(as_utf8(data)), 1):
         line = raw_line.strip()
         if not line:
             continue
@@ -138,6 +139,13 @@ def parse(data: bytes, name: str) -> ProfileGroup:
     if not threads:
         raise FormatError(TITLE, "whole file", "no sample lines ('P<pid>;T<thread>;... <metric>')")
     return ProfileGroup(name, [thread.build(metadata) for thread in threads.values()])
+
+
+def _lines(data: bytes) -> Iterator[str]:
+    """The lines `str.splitlines` finds in the decoded text, decoded one line at a time
+    (a newline is never part of a UTF-8 sequence), so the whole text is never a string."""
+    for raw in io.BytesIO(data):
+        yield from raw.decode("utf-8", "replace").splitlines()
 
 
 def _frame(text: str) -> tuple[str, str | None, int | None]:
