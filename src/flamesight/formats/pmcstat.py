@@ -22,6 +22,7 @@ file order, in plain counts (unit "none").
 
 from __future__ import annotations
 
+import io
 import re
 
 from flamesight.formats.collapsed import as_utf8
@@ -50,15 +51,16 @@ def sniff(head: bytes) -> bool:
 
 def parse(data: bytes, name: str) -> ProfileGroup:
     """Read a pmcstat callgraph into one profile of sample counts."""
-    text = as_utf8(data).decode("utf-8", "replace")
     builder = ProfileBuilder(name, Unit.NONE)
     frame_ids: dict[str, int] = {}
     chain: list[int] = []  # frame ids by indent, innermost (sampled) first
     file: str | None = None
     previous_count = 0
     previous_indent = -1
-    for number, line in enumerate(text.split("\n"), 1):
-        match = _ENTRY.match(line.removesuffix("\r"))
+    # a line at a time: the whole text as one string and a list of lines would take
+    # several times the file's size
+    for number, raw in enumerate(io.BytesIO(as_utf8(data)), 1):
+        match = _ENTRY.match(raw.decode("utf-8", "replace").removesuffix("\n").removesuffix("\r"))
         if match is None:
             continue
         spaces, count, symbol, obj = match.groups()
