@@ -18,7 +18,9 @@ many repeated stacks costs one dictionary look-up per line.
 
 from __future__ import annotations
 
+import io
 import re
+from collections.abc import Iterator
 
 import numpy as np
 
@@ -39,6 +41,13 @@ def as_utf8(data: bytes) -> bytes:
     if data.startswith((b"\xff\xfe", b"\xfe\xff")):
         return data.decode("utf-16", "replace").encode("utf-8")
     return data.removeprefix(b"\xef\xbb\xbf")
+
+
+def text_lines(data: bytes) -> Iterator[str]:
+    """The lines of UTF-8 text (ended by ``\n`` or ``\r\n``), decoded one at a time: the
+    whole text as one string, and a list of its lines, would take several times its size."""
+    for raw in io.BytesIO(data):
+        yield raw.decode("utf-8", "replace").removesuffix("\n").removesuffix("\r")
 
 
 def sniff(head: bytes) -> bool:

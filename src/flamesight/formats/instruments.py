@@ -41,7 +41,7 @@ import re
 import zipfile
 
 from flamesight.formats import instruments_trace
-from flamesight.formats.collapsed import as_utf8
+from flamesight.formats.collapsed import as_utf8, text_lines
 from flamesight.formats.errors import FormatError, shorten
 from flamesight.model import Profile, ProfileBuilder, ProfileGroup, Unit
 
@@ -80,11 +80,12 @@ def parse(data: bytes, name: str) -> ProfileGroup:
 
 def _deep_copy(data: bytes, name: str) -> Profile:
     """The call tree of a deep copy as samples (each node's self weight)."""
-    lines = as_utf8(data).decode("utf-8", "replace").split("\n")
-    header = lines[0].removesuffix("\r").split("\t")
+    lines = text_lines(as_utf8(data))
+    first = next(lines, "")
+    header = first.split("\t")
     symbol_column = next((header.index(c) for c in _SYMBOL_COLUMNS if c in header), None)
     if symbol_column is None:
-        raise FormatError(TITLE, "line 1", f"no 'Symbol Name' column in {shorten(lines[0])}")
+        raise FormatError(TITLE, "line 1", f"no 'Symbol Name' column in {shorten(first)}")
     if _BYTES_COLUMN in header:
         weight_column, scales = header.index(_BYTES_COLUMN), _BYTES
     else:
@@ -99,8 +100,8 @@ def _deep_copy(data: bytes, name: str) -> Profile:
     cumulative = 0.0
     base_indent: int | None = None
     units_seen: set[str] = set()
-    for number, raw in enumerate(lines[1:], 2):
-        cells = raw.removesuffix("\r").split("\t")
+    for number, line in enumerate(lines, 2):
+        cells = line.split("\t")
         if symbol_column >= len(cells) or not cells[symbol_column].strip():
             continue
         cell = cells[symbol_column]

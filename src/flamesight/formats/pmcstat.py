@@ -22,10 +22,9 @@ file order, in plain counts (unit "none").
 
 from __future__ import annotations
 
-import io
 import re
 
-from flamesight.formats.collapsed import as_utf8
+from flamesight.formats.collapsed import as_utf8, text_lines
 from flamesight.formats.errors import FormatError
 from flamesight.model import ProfileBuilder, ProfileGroup, Unit
 
@@ -57,10 +56,8 @@ def parse(data: bytes, name: str) -> ProfileGroup:
     file: str | None = None
     previous_count = 0
     previous_indent = -1
-    # a line at a time: the whole text as one string and a list of lines would take
-    # several times the file's size
-    for number, raw in enumerate(io.BytesIO(as_utf8(data)), 1):
-        match = _ENTRY.match(raw.decode("utf-8", "replace").removesuffix("\n").removesuffix("\r"))
+    for number, line in enumerate(text_lines(as_utf8(data)), 1):
+        match = _ENTRY.match(line)
         if match is None:
             continue
         spaces, count, symbol, obj = match.groups()
