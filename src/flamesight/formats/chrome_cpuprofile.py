@@ -36,7 +36,7 @@ from itertools import chain, repeat
 import numpy as np
 import orjson
 
-from flamesight.formats.errors import FormatError, shorten
+from flamesight.formats.errors import FormatError, load_json, shorten
 from flamesight.model import Profile, ProfileBuilder, ProfileGroup, Samples, StackTable, Unit
 from flamesight.model.limits import ProfileTooLarge, current_limits
 
@@ -130,11 +130,7 @@ def parse(data: bytes, name: str) -> ProfileGroup:
     if assembler is not None:
         del data  # the text is read: let it go (`formats.load` holds no other reference)
         return ProfileGroup(name, [assembler.build(name, "timeDeltas")])
-    try:
-        document = orjson.loads(data)
-    except orjson.JSONDecodeError as error:
-        where = f"line {error.lineno} column {error.colno}"
-        raise FormatError(TITLE, where, f"not valid JSON ({error.msg})") from None
+    document = load_json(data, TITLE)
     if not isinstance(document, dict):
         problem = f"expected a JSON object, got {describe_json_value(document)}"
         raise FormatError(TITLE, "top level", problem)
@@ -727,13 +723,7 @@ class CpuProfileAssembler:
         name, url, line, col = key
         line = None if line is None else line + 1
         col = None if col is None else col + 1
-        if not name:
-            if url:
-                line_text = "undefined" if line is None else str(line)
-                name = f"(anonymous {url.rsplit('/', 1)[-1]}:{line_text})"
-            else:
-                name = "(anonymous)"
-        return name, url or None, line, col
+        return frame_name(name, url, line), url or None, line, col
 
 
 class _NodeIndex:
@@ -1070,6 +1060,17 @@ def _known(values: list[int | None]) -> list[int]:
 
 def _fits_int64(value: int) -> bool:
     return -(2**63) <= value < 2**63
+
+
+def frame_name(function: str | None, url: str | None, line: int | None) -> str:
+    """A JavaScript frame's name as speedscope gives it: its function's, else
+    "(anonymous FILE:LINE)" (the URL's last part), else "(anonymous)"."""
+    if function:
+        return function
+    if url:
+        line_text = "undefined" if line is None else str(line)
+        return f"(anonymous {url.rsplit('/', 1)[-1]}:{line_text})"
+    return "(anonymous)"
 
 
 def check_frame_fields(

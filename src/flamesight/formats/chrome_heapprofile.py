@@ -23,14 +23,14 @@ or "(anonymous file:line)", with lines and columns as V8 writes them
 from __future__ import annotations
 
 import numpy as np
-import orjson
 
 from flamesight.formats.chrome_cpuprofile import (
     check_frame_fields,
     describe_json_value,
+    frame_name,
     json_head_keys,
 )
-from flamesight.formats.errors import FormatError
+from flamesight.formats.errors import FormatError, load_json
 from flamesight.model import ProfileBuilder, ProfileGroup, Unit
 
 NAME = "chrome-heapprofile"
@@ -50,12 +50,7 @@ def sniff(head: bytes) -> bool:
 
 def parse(data: bytes, name: str) -> ProfileGroup:
     """Read a heap profile into a group of one profile in bytes."""
-    try:
-        document = orjson.loads(data)
-    except orjson.JSONDecodeError as error:
-        raise FormatError(
-            TITLE, f"line {error.lineno} column {error.colno}", f"not valid JSON ({error.msg})"
-        ) from None
+    document = load_json(data, TITLE)
     if not isinstance(document, dict):
         raise FormatError(TITLE, "$", f"expected an object, got {describe_json_value(document)}")
     if "head" not in document:
@@ -126,12 +121,7 @@ def _frame(
         (("functionName", function), ("url", url)),
         (("lineNumber", line), ("columnNumber", col)),
     )
-    if not function:
-        if url:
-            line_text = "undefined" if line is None else str(line)
-            function = f"(anonymous {url.rsplit('/', 1)[-1]}:{line_text})"
-        else:
-            function = "(anonymous)"
+    function = frame_name(function, url, line)
     frame_id = frames[fields] = builder.frame(
         function,
         url or None,

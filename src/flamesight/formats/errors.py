@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import orjson
+
 
 class FormatError(ValueError):
     """Bad or unsupported input: names the format, the place and the problem.
@@ -22,3 +24,12 @@ def shorten(text: str | bytes, limit: int = 60) -> str:
     if isinstance(text, bytes):
         text = text.decode("utf-8", "replace")
     return repr(text if len(text) <= limit else text[:limit] + "...")
+
+
+def load_json(data: bytes, format_title: str) -> object:
+    """The JSON document `data` holds; a `FormatError` naming the line and column if it is not JSON."""
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError as error:
+        where = f"line {error.lineno} column {error.colno}"
+        raise FormatError(format_title, where, f"not valid JSON ({error.msg})") from None

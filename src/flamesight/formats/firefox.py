@@ -35,7 +35,7 @@ import numpy as np
 import orjson
 
 from flamesight.formats.chrome_cpuprofile import describe_json_value, json_head_keys
-from flamesight.formats.errors import FormatError
+from flamesight.formats.errors import FormatError, load_json
 from flamesight.model import Profile, ProfileBuilder, ProfileGroup, Unit
 
 NAME = "firefox"
@@ -70,12 +70,7 @@ def sniff(head: bytes) -> bool:
 
 def parse(data: bytes, name: str) -> ProfileGroup:
     """Read a Gecko profile into a group with one profile per sampled thread."""
-    try:
-        document = orjson.loads(data)
-    except orjson.JSONDecodeError as error:
-        raise FormatError(
-            TITLE, f"line {error.lineno} column {error.colno}", f"not valid JSON ({error.msg})"
-        ) from None
+    document = load_json(data, TITLE)
     root = _expect_object(document, "$")
     if "threads" not in root:
         if "profile" not in root:

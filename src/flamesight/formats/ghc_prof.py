@@ -22,10 +22,8 @@ interval). The tree is walked without recursion.
 
 from __future__ import annotations
 
-import orjson
-
 from flamesight.formats.chrome_cpuprofile import describe_json_value, json_head_keys
-from flamesight.formats.errors import FormatError
+from flamesight.formats.errors import FormatError, load_json
 from flamesight.model import Profile, ProfileBuilder, ProfileGroup, Unit
 
 NAME = "ghc_prof"
@@ -44,12 +42,7 @@ def sniff(head: bytes) -> bool:
 
 def parse(data: bytes, name: str) -> ProfileGroup:
     """Read a ``-pj`` report into a time profile and an allocation profile."""
-    try:
-        document = orjson.loads(data)
-    except orjson.JSONDecodeError as error:
-        raise FormatError(
-            TITLE, f"line {error.lineno} column {error.colno}", f"not valid JSON ({error.msg})"
-        ) from None
+    document = load_json(data, TITLE)
     if not isinstance(document, dict):
         raise FormatError(
             TITLE, "top level", f"expected a JSON object, got {describe_json_value(document)}"

@@ -36,10 +36,9 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import orjson
 
 from flamesight.formats.chrome_cpuprofile import describe_json_value, json_head_keys
-from flamesight.formats.errors import FormatError
+from flamesight.formats.errors import FormatError, load_json
 from flamesight.model import ProfileBuilder, ProfileGroup, Unit
 
 NAME = "pyinstrument"
@@ -62,12 +61,7 @@ def sniff(head: bytes) -> bool:
 
 def parse(data: bytes, name: str) -> ProfileGroup:
     """Read a pyinstrument session or rendered JSON tree into one profile in seconds."""
-    try:
-        document = orjson.loads(data)
-    except orjson.JSONDecodeError as error:
-        raise FormatError(
-            TITLE, f"line {error.lineno} column {error.colno}", f"not valid JSON ({error.msg})"
-        ) from None
+    document = load_json(data, TITLE)
     if not isinstance(document, dict):
         raise FormatError(
             TITLE, "top level", f"expected a JSON object, got {describe_json_value(document)}"

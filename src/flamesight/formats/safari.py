@@ -25,14 +25,14 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-import orjson
 
 from flamesight.formats.chrome_cpuprofile import (
     check_frame_fields,
     describe_json_value,
+    frame_name,
     json_head_keys,
 )
-from flamesight.formats.errors import FormatError
+from flamesight.formats.errors import FormatError, load_json
 from flamesight.model import ProfileBuilder, ProfileGroup, Unit
 
 NAME = "safari"
@@ -59,12 +59,7 @@ def sniff(head: bytes) -> bool:
 
 def parse(data: bytes, name: str) -> ProfileGroup:
     """Read a recording into a group of one profile named after the recording."""
-    try:
-        document = orjson.loads(data)
-    except orjson.JSONDecodeError as error:
-        raise FormatError(
-            TITLE, f"line {error.lineno} column {error.colno}", f"not valid JSON ({error.msg})"
-        ) from None
+    document = load_json(data, TITLE)
     root = _expect(document, dict, "$", "an object")
     recording = _expect(root.get("recording"), dict, "$.recording", "an object")
     title = recording.get("displayName")
@@ -135,12 +130,7 @@ def _frame(builder: ProfileBuilder, frames: dict[tuple, int], frame: object, whe
         (("line", line), ("column", col)),
         lowest=-_MAX_INT + 1,
     )
-    if not function:
-        if url:
-            line_text = "undefined" if line is None else str(line)
-            function = f"(anonymous {url.rsplit('/', 1)[-1]}:{line_text})"
-        else:
-            function = "(anonymous)"
+    function = frame_name(function, url, line)
     frame_id = frames[fields] = builder.frame(function, url or None, line, col)
     return frame_id
 

@@ -36,10 +36,9 @@ import re
 from dataclasses import dataclass, field
 
 import numpy as np
-import orjson
 
 from flamesight.formats.chrome_cpuprofile import describe_json_value, json_head_keys
-from flamesight.formats.errors import FormatError, shorten
+from flamesight.formats.errors import FormatError, load_json, shorten
 from flamesight.model import Profile, ProfileBuilder, ProfileGroup, Unit
 
 NAME = "v8-prof"
@@ -96,12 +95,7 @@ def parse(data: bytes, name: str) -> ProfileGroup:
 
 
 def _read_json(data: bytes) -> tuple[list, list[float], list[tuple[int, ...]]]:
-    try:
-        document = orjson.loads(data)
-    except orjson.JSONDecodeError as error:
-        raise FormatError(
-            TITLE, f"line {error.lineno} column {error.colno}", f"not valid JSON ({error.msg})"
-        ) from None
+    document = load_json(data, TITLE)
     if not isinstance(document, dict):
         raise FormatError(TITLE, "$", f"expected an object, got {describe_json_value(document)}")
     codes = document.get("code")
