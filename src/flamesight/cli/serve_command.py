@@ -15,11 +15,14 @@ import dataclasses
 import ipaddress
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
 from flamesight.cli.commands import InputError, main
+
+if TYPE_CHECKING:
+    from flamesight.server import Settings
 
 LOOPBACK_NAMES = ("localhost",)
 
@@ -70,6 +73,20 @@ def check_storage_url(url: str | None, storage_dir: Path | None) -> None:
         storage_location(url)
     except ValueError as error:
         raise click.BadParameter(str(error), param_hint="--storage-url") from None
+
+
+def server_settings(storage_dir: Path | None, storage_url: str | None, **options: Any) -> Settings:
+    """The settings of `serve` or `worker` from their options (then the environment); a
+    usage error for a bad storage URL or a bad value."""
+    from flamesight.server import Settings
+
+    check_storage_url(storage_url, storage_dir)
+    try:
+        return Settings.from_environment(
+            storage_dir=storage_dir, storage_url=storage_url, **options
+        )
+    except ValueError as error:
+        raise click.BadParameter(str(error)) from None
 
 
 def data_location_options(command: F) -> F:
@@ -161,25 +178,21 @@ def serve_command(
     import uvicorn
 
     from flamesight.cli.users_command import accounts_exist
-    from flamesight.server import Settings, create_app
+    from flamesight.server import create_app
     from flamesight.server.errors import ApiError
     from flamesight.server.state import ServerState
     from flamesight.server.uploads import file_chunks, store_trace
 
-    check_storage_url(storage_url, storage_dir)
-    try:
-        settings = Settings.from_environment(
-            data_dir=data_dir,
-            database_url=database_url,
-            storage_dir=storage_dir,
-            storage_url=storage_url,
-            max_upload=max_upload,
-            cache_size=cache_size,
-            redis_url=redis_url,
-            secret_key_file=secret_key_file,
-        )
-    except ValueError as error:
-        raise click.BadParameter(str(error)) from None
+    settings = server_settings(
+        storage_dir,
+        storage_url,
+        data_dir=data_dir,
+        database_url=database_url,
+        max_upload=max_upload,
+        cache_size=cache_size,
+        redis_url=redis_url,
+        secret_key_file=secret_key_file,
+    )
     loopback = is_loopback(host)
     settings = dataclasses.replace(settings, bound_to_loopback=loopback)
     with_accounts = asyncio.run(accounts_exist(settings))

@@ -19,8 +19,8 @@ from flamesight.cli.commands import InputError, main
 from flamesight.cli.serve_command import (
     SECRET_KEY_FILE_HELP,
     STORAGE_URL_HELP,
-    check_storage_url,
     data_location_options,
+    server_settings,
 )
 
 
@@ -62,22 +62,17 @@ def worker_command(
     max_jobs: int,
 ) -> None:
     """Run chat turns and analyses for `flamesight serve --redis-url` (fleet mode) until stopped."""
-    from flamesight.server import Settings
     from flamesight.server.fleet_jobs import run_worker
 
-    check_storage_url(storage_url, storage_dir)
-    try:
-        settings = Settings.from_environment(
-            data_dir=data_dir,
-            database_url=database_url,
-            storage_dir=storage_dir,
-            storage_url=storage_url,
-            cache_size=cache_size,
-            redis_url=redis_url,
-            secret_key_file=secret_key_file,
-        )
-    except ValueError as error:
-        raise click.BadParameter(str(error)) from None
+    settings = server_settings(
+        storage_dir,
+        storage_url,
+        data_dir=data_dir,
+        database_url=database_url,
+        cache_size=cache_size,
+        redis_url=redis_url,
+        secret_key_file=secret_key_file,
+    )
     if not settings.redis_url:
         raise InputError("a worker needs a Redis: give --redis-url or set FLAMESIGHT_REDIS_URL")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
