@@ -193,16 +193,12 @@ class EventBus(Protocol):
 EventQueue = asyncio.Queue[dict[str, Any]]
 
 
-class InProcessJobQueue:
-    """Runs each job at once as an asyncio task of this process (embedded mode)."""
+class BackgroundTasks:
+    """Tasks held until they finish (the event loop keeps only weak references), and
+    cancelled together at close."""
 
-    def __init__(self, run: Callable[[ChatTurnJob], Awaitable[None]]) -> None:
-        self.run = run
-        self.tasks: set[asyncio.Task[None]] = set()
-
-    async def enqueue(self, job: ChatTurnJob) -> None:
-        """Start the job's task; return without waiting for it."""
-        self.keep(asyncio.create_task(self.run(job)))
+    def __init__(self) -> None:
+        self.tasks: set[asyncio.Task[Any]] = set()
 
     def keep(self, task: asyncio.Task[Any]) -> None:
         """Hold a reference to `task` until it finishes (and cancel it at close)."""
@@ -210,10 +206,22 @@ class InProcessJobQueue:
         task.add_done_callback(self.tasks.discard)
 
     async def close(self) -> None:
-        """Cancel the jobs still running and wait for them."""
+        """Cancel the tasks still running and wait for them."""
         for task in list(self.tasks):
             task.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
+
+
+class InProcessJobQueue(BackgroundTasks):
+    """Runs each job at once as an asyncio task of this process (embedded mode)."""
+
+    def __init__(self, run: Callable[[ChatTurnJob], Awaitable[None]]) -> None:
+        super().__init__()
+        self.run = run
+
+    async def enqueue(self, job: ChatTurnJob) -> None:
+        """Start the job's task; return without waiting for it."""
+        self.keep(asyncio.create_task(self.run(job)))
 
 
 class StoredEventBus:

@@ -93,7 +93,7 @@ from sqlalchemy import select
 from flamesight.agent.events import ErrorEvent
 from flamesight.llm import Failure, LLMError
 from flamesight.server.analyze_routes import AnalyzeBody, Piece
-from flamesight.server.chat import EXPIRED_ENDPOINT, ChatTurnJob, EventQueue
+from flamesight.server.chat import EXPIRED_ENDPOINT, BackgroundTasks, ChatTurnJob, EventQueue
 from flamesight.server.chat_store import ChatRepository, SessionRecord, store_events
 from flamesight.server.errors import ApiError
 from flamesight.server.model_endpoints import (
@@ -606,14 +606,14 @@ LostHandler = Callable[[bool], Awaitable[None]]
 """Tells the client a job was lost (True: no worker took it in time)."""
 
 
-class ArqJobQueue:
+class ArqJobQueue(BackgroundTasks):
     """Jobs as arq jobs for `flamesight worker`s; this process watches their heartbeat."""
 
     def __init__(self, state: ServerState, redis: ArqRedis, leases: RedisLeases) -> None:
+        super().__init__()
         self.state = state
         self.redis = redis
         self.leases = leases
-        self.tasks: set[asyncio.Task[Any]] = set()
         self._withdraw = redis.register_script(_WITHDRAW)
 
     async def enqueue(self, job: ChatTurnJob) -> None:
@@ -695,16 +695,9 @@ class ArqJobQueue:
         await self.leases.give_up(job.lease)
         await lost(time.monotonic() - started >= QUEUE_WAIT_S)
 
-    def keep(self, task: asyncio.Task[Any]) -> None:
-        """Hold `task` until it finishes (cancelled at close)."""
-        self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
-
     async def close(self) -> None:
         """Stop watching, close the Redis connections."""
-        for task in list(self.tasks):
-            task.cancel()
-        await asyncio.gather(*self.tasks, return_exceptions=True)
+        await super().close()
         await self.redis.aclose()
 
 
