@@ -17,6 +17,7 @@ that does.
 from __future__ import annotations
 
 import importlib
+import io
 import os
 import zlib
 from collections.abc import Callable
@@ -70,20 +71,20 @@ def format_modules() -> list[ModuleType]:
 def decompress(data: bytes, max_bytes: int) -> bytes:
     """Undo gzip and zstd layers (nested ones too), refusing output over `max_bytes`.
 
-    A layer's compressed bytes are let go before its pieces are joined, so a
-    caller that hands over its only reference (as `load` does) does not hold
-    the input, the pieces and their join at once.
+    Each layer's output is written a piece at a time into one growing buffer
+    (`io.BytesIO`, whose `getvalue` hands over that buffer without a copy), so
+    the output exists once: joining a list of pieces would hold it twice.
     """
     while True:
         if data.startswith(GZIP_MAGIC):
-            parts = _gunzip(data, max_bytes)
+            output = _gunzip(data, max_bytes)
         elif data.startswith(ZSTD_MAGIC):
-            parts = _unzstd(data, max_bytes)
+            output = _unzstd(data, max_bytes)
         else:
             return data
         del data
-        data = b"".join(parts)
-        del parts
+        data = output.getvalue()
+        del output
 
 
 def _too_big(kind: str, max_bytes: int) -> FormatError:
@@ -98,8 +99,8 @@ _INFLATE_CHUNK = 4 << 20
 """Bytes inflated per call: zlib joins a call's output blocks into one copy, so calls stay small."""
 
 
-def _gunzip(data: bytes, max_bytes: int) -> list[bytes]:
-    parts: list[bytes] = []
+def _gunzip(data: bytes, max_bytes: int) -> io.BytesIO:
+    output = io.BytesIO()
     size = 0
     rest = data
     while rest.startswith(GZIP_MAGIC):
@@ -109,8 +110,7 @@ def _gunzip(data: bytes, max_bytes: int) -> list[bytes]:
             while True:
                 limit = min(_INFLATE_CHUNK, max_bytes + 1 - size)
                 chunk = inflater.decompress(pending, limit)
-                parts.append(chunk)
-                size += len(chunk)
+                size += output.write(chunk)
                 if size > max_bytes:
                     raise _too_big("gzip", max_bytes)
                 pending = inflater.unconsumed_tail
@@ -125,24 +125,23 @@ def _gunzip(data: bytes, max_bytes: int) -> list[bytes]:
                 "gzip", f"byte {len(data)}", "the file ends in the middle of the stream"
             )
         rest = inflater.unused_data
-    return parts
+    return output
 
 
-def _unzstd(data: bytes, max_bytes: int) -> list[bytes]:
+def _unzstd(data: bytes, max_bytes: int) -> io.BytesIO:
     import zstandard
 
-    parts: list[bytes] = []
+    output = io.BytesIO()
     size = 0
     try:
         with zstandard.ZstdDecompressor().stream_reader(data, read_across_frames=True) as reader:
             while chunk := reader.read(1 << 20):
-                size += len(chunk)
+                size += output.write(chunk)
                 if size > max_bytes:
                     raise _too_big("zstd", max_bytes)
-                parts.append(chunk)
     except zstandard.ZstdError as error:
         raise FormatError("zstd", "stream", f"corrupt data ({error})") from None
-    return parts
+    return output
 
 
 def detect(data: bytes) -> ModuleType:

@@ -13,7 +13,8 @@ keep file order, laid end to end, in plain counts (unit "none").
 UTF-8 by default (bad bytes replaced); UTF-16 files (with a byte-order
 mark) and CRLF line ends are read too. The file is scanned as bytes and
 each distinct stack text is decoded, split and interned once, so a file of
-many repeated stacks costs one dictionary look-up per line.
+many repeated stacks costs one dictionary look-up per line (keyed by a view
+of the text, so distinct stacks are not copied).
 """
 
 from __future__ import annotations
@@ -69,12 +70,16 @@ def sniff(head: bytes) -> bool:
 def parse(data: bytes, name: str) -> ProfileGroup:
     """Read a collapsed-stacks file into one profile of counts."""
     text = as_utf8(data)
+    del data  # a UTF-16 file's own bytes are not needed once re-encoded
     builder = ProfileBuilder(name, Unit.NONE)
-    stack_ids: dict[bytes, int] = {}
+    # Stacks are keyed by views of the text, not copies: a file of mostly distinct
+    # stacks would otherwise hold its text twice.
+    view = memoryview(text)
+    stack_ids: dict[memoryview, int] = {}
     stacks: list[int] = []
     counts: list[float] = []
     for match in _LINE_BYTES.finditer(text):
-        frames_text, count = match.group(1), match.group(2)
+        frames_text, count = view[match.start(1) : match.end(1)], match.group(2)
         if len(count) > _MAX_COUNT_DIGITS:
             line = text.count(b"\n", 0, match.start()) + 1
             raise FormatError(
@@ -83,7 +88,8 @@ def parse(data: bytes, name: str) -> ProfileGroup:
         stack = stack_ids.get(frames_text)
         if stack is None:
             stack = stack_ids[frames_text] = builder.stack_of(
-                builder.frame(frame) for frame in frames_text.decode("utf-8", "replace").split(";")
+                builder.frame(frame)
+                for frame in bytes(frames_text).decode("utf-8", "replace").split(";")
             )
         stacks.append(stack)
         counts.append(float(count))

@@ -20,6 +20,7 @@ duration.
 
 from __future__ import annotations
 
+from array import array
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -387,9 +388,9 @@ class ProfileBuilder:
         self.metadata: dict[str, object] = {}
         self._frame_ids: dict[Frame, int] = {}
         self._frames: list[Frame] = []
-        self._stack_ids: dict[tuple[int, int], int] = {}
-        self._parents: list[int] = []
-        self._stack_frames: list[int] = []
+        self._stack_ids: dict[int, int] = {}  # (parent + 1) << 32 | frame -> stack id
+        self._parents = array("i")
+        self._stack_frames = array("i")
         self._stacks: list[int] = []
         self._times: list[float] = []
         self._weights: list[float] = []
@@ -420,7 +421,7 @@ class ProfileBuilder:
 
     def stack(self, parent: int, frame: int) -> int:
         """The id of the stack `parent` + `frame` (parent -1 for a root frame)."""
-        key = (parent, frame)
+        key = (parent + 1) << 32 | frame  # one int: less memory per stack than a tuple
         stack_id = self._stack_ids.get(key)
         if stack_id is None:
             stack_id = self._stack_ids[key] = len(self._parents)
@@ -537,7 +538,8 @@ class ProfileBuilder:
             unit=self.unit,
             frames=FrameTable.from_frames(self._frames),
             stacks=StackTable(
-                np.array(self._parents, np.int32), np.array(self._stack_frames, np.int32)
+                np.frombuffer(self._parents, np.int32).copy(),
+                np.frombuffer(self._stack_frames, np.int32).copy(),
             ),
             samples=Samples(stack, time, weight),
             sampled=self.sampled,
