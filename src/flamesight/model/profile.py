@@ -391,9 +391,10 @@ class ProfileBuilder:
         self._stack_ids: dict[int, int] = {}  # (parent + 1) << 32 | frame -> stack id
         self._parents = array("i")
         self._stack_frames = array("i")
-        self._stacks: list[int] = []
-        self._times: list[float] = []
-        self._weights: list[float] = []
+        # one sample's stack, time and weight take 16 bytes here, not about 100 in lists
+        self._stacks = array("i")
+        self._times = array("d")
+        self._weights = array("d")
         self._chunks: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
         self._sample_count = 0
         self._cursor = 0.0
@@ -483,12 +484,12 @@ class ProfileBuilder:
         if self._stacks:
             self._chunks.append(
                 (
-                    np.array(self._stacks, np.int32),
-                    np.array(self._times, np.float64),
-                    np.array(self._weights, np.float64),
+                    np.frombuffer(self._stacks, np.int32).copy(),
+                    np.frombuffer(self._times, np.float64).copy(),
+                    np.frombuffer(self._weights, np.float64).copy(),
                 )
             )
-            self._stacks, self._times, self._weights = [], [], []
+            self._stacks, self._times, self._weights = array("i"), array("d"), array("d")
 
     # evented input
 
