@@ -144,31 +144,34 @@ class StackTable:
     @cached_property
     def depth(self) -> np.ndarray:
         """Depth of every stack node (roots are 0), by pointer jumping."""
-        n = len(self.parent)
-        jump = self.parent.astype(np.int64, copy=True)
-        dist = (jump >= 0).astype(np.int64)
+        jump = self.parent.astype(np.int32, copy=True)
+        dist = (jump >= 0).astype(np.int32)
         active = np.flatnonzero(jump >= 0)
         while active.size:
             target = jump[active]
             dist[active] += dist[target]
             jump[active] = jump[target]
             active = active[jump[active] >= 0]
-        return dist if n else np.zeros(0, np.int64)
+        return dist
 
     @cached_property
     def _tour(self) -> tuple[np.ndarray, np.ndarray]:
-        """Pre-order position and subtree size of every node (siblings in index order)."""
+        """Pre-order position and subtree size of every node (siblings in index order).
+
+        Node indexes fit int32 (the builders make int32 tables), so the
+        per-node arrays are int32: half the memory of the tree passes.
+        """
         n = len(self.parent)
-        parent = self.parent.astype(np.int64)
+        parent = self.parent.astype(np.int32, copy=False)
         depth = self.depth
-        order = np.argsort(depth, kind="stable")
+        order = np.argsort(depth, kind="stable").astype(np.int32)
         max_depth = int(depth.max()) if n else -1
         bounds = np.searchsorted(depth[order], np.arange(max_depth + 2))
-        size = np.ones(n, np.int64)
+        size = np.ones(n, np.int32)
         for level in range(max_depth, 0, -1):
             nodes = order[bounds[level] : bounds[level + 1]]
             np.add.at(size, parent[nodes], size[nodes])
-        pre = np.zeros(n, np.int64)
+        pre = np.zeros(n, np.int32)
         for level in range(max_depth + 1):
             nodes = order[bounds[level] : bounds[level + 1]]
             nodes = nodes[np.argsort(parent[nodes], kind="stable")]
@@ -235,14 +238,17 @@ class StackTable:
         if n == 0:
             return np.zeros(0, bool)
         pre, size = self._tour
-        order = np.lexsort((pre, key_of_node))
+        # Each node is the interval [pre, pre + size - 1] of pre-order positions,
+        # placed on a line per key; a node is nested when an interval before it
+        # on its key's line reaches it. Starts are distinct: one sort orders them.
         span = n + 1
-        keys = key_of_node[order].astype(np.int64)
-        starts = keys * span + pre[order]
-        ends = keys * span + pre[order] + size[order] - 1
-        reach = np.maximum.accumulate(ends)
+        starts = key_of_node.astype(np.int64) * span + pre
+        order = np.argsort(starts)
+        starts = starts[order]
+        reach = np.maximum.accumulate(starts + size[order] - 1)
         nested = np.zeros(n, bool)
         nested[1:] = reach[:-1] >= starts[1:]
+        del starts, reach
         mask = np.empty(n, bool)
         mask[order] = ~nested
         return mask
@@ -280,9 +286,14 @@ class Profile:
     @property
     def end(self) -> float:
         """End of the profile's axis (the latest span end), 0 when empty."""
-        if not len(self.samples):
+        time, weight = self.samples.time, self.samples.weight
+        if not len(time):
             return 0.0
-        return float(np.max(self.samples.time + self.samples.weight))
+        # a block at a time: the sum of two columns would be a third column
+        return max(
+            float(np.max(time[lo : lo + _SAMPLE_BLOCK] + weight[lo : lo + _SAMPLE_BLOCK]))
+            for lo in range(0, len(time), _SAMPLE_BLOCK)
+        )
 
     @property
     def total_weight(self) -> float:
