@@ -30,9 +30,8 @@ one.
 
 from __future__ import annotations
 
-import io
 import re
-from collections.abc import Iterator
+from array import array
 
 import numpy as np
 
@@ -47,6 +46,8 @@ _HEADER = re.compile(r"#\s*(austin|mode)\s*:", re.IGNORECASE)
 _META = re.compile(r"#\s*([\w ]+?)\s*:\s*(.*)")
 _METRIC = re.compile(r"-?\d{1,15}(?:,-?\d{1,15})*")
 _PROCESS = re.compile(r"P\d+")
+# a metric in ASCII whose first number (the weight) is not negative
+_PLAIN_METRIC = re.compile(rb"(\d{1,15})(?:,-?\d{1,15})*")
 _SNIFF_LINES = 50
 
 
@@ -80,36 +81,51 @@ class _Thread:
 
     def __init__(self, name: str, unit: Unit) -> None:
         self.builder = ProfileBuilder(name, unit)
-        self.stacks: list[int] = []
-        self.weights: list[float] = []
-        self.stack_ids: dict[tuple[str, ...], int] = {}
+        self.stacks = array("i")
+        self.weights = array("d")
+        self.frame_ids: dict[str, int] = {}  # frame text -> builder frame
+
+    def stack(self, frames: list[str]) -> int:
+        """The stack of frame texts, outermost first."""
+        builder, frame_ids = self.builder, self.frame_ids
+        stack = -1
+        for text in frames:
+            frame = frame_ids.get(text)
+            if frame is None:
+                frame = frame_ids[text] = builder.frame(*_frame(text))
+            stack = builder.stack(stack, frame)
+        return stack
 
     def build(self, metadata: dict[str, object]) -> Profile:
         """The thread's profile, samples end to end."""
         self.builder.add_samples(
-            np.array(self.stacks, np.int32), np.array(self.weights, np.float64)
+            np.frombuffer(self.stacks, np.int32), np.frombuffer(self.weights, np.float64)
         )
         self.builder.metadata.update(metadata)
         return self.builder.build()
 
 
-def parse(data: bytes, name: str) -> ProfileGroup:
-    """Read Austin output into one profile per process/thread pair."""
-    metadata: dict[str, object] = {}
-    threads: dict[tuple[str, str], _Thread] = {}
-    mode = "wall"
-    for number, raw_line in enumerate(_lines(as_utf8(data)), 1):
+class _Reader:
+    """The profiles of an Austin file, read a line of text at a time."""
+
+    def __init__(self) -> None:
+        self.metadata: dict[str, object] = {}
+        self.threads: dict[tuple[str, str], _Thread] = {}
+        self.mode = "wall"
+
+    def line(self, raw_line: str, number: int) -> tuple[_Thread, int] | None:
+        """Read line `number`; for a sample that counts, its thread and stack."""
         line = raw_line.strip()
         if not line:
-            continue
+            return None
         if line.startswith("#"):
             match = _META.fullmatch(line)
             if match:
                 key = match.group(1).lower()
-                metadata[key] = match.group(2)
-                if key == "mode" and not threads:
-                    mode = match.group(2).strip().lower()
-            continue
+                self.metadata[key] = match.group(2)
+                if key == "mode" and not self.threads:
+                    self.mode = match.group(2).strip().lower()
+            return None
         fields = _sample_fields(line)
         if fields is None:
             raise FormatError(
@@ -118,34 +134,66 @@ def parse(data: bytes, name: str) -> ProfileGroup:
                 f"expected 'P<pid>;T<thread>;file:function:line;... <metric>', got {shorten(line)}",
             )
         process, thread_id, frames, metric = fields
-        thread = threads.get((process, thread_id))
+        thread = self.threads.get((process, thread_id))
         if thread is None:
-            unit = Unit.BYTES if mode == "memory" else Unit.MICROSECONDS
-            thread = threads[(process, thread_id)] = _Thread(
+            unit = Unit.BYTES if self.mode == "memory" else Unit.MICROSECONDS
+            thread = self.threads[(process, thread_id)] = _Thread(
                 f"process {process} thread {thread_id}", unit
             )
         weight = float(metric.split(",", 1)[0])
         if weight < 0:
-            continue  # freed memory
-        key = tuple(frames)
-        stack = thread.stack_ids.get(key)
-        if stack is None:
-            builder = thread.builder
-            stack = thread.stack_ids[key] = builder.stack_of(
-                builder.frame(*_frame(frame)) for frame in frames
-            )
+            return None  # freed memory
+        stack = thread.stack(frames)
         thread.stacks.append(stack)
         thread.weights.append(weight)
-    if not threads:
+        return thread, stack
+
+
+def parse(data: bytes, name: str) -> ProfileGroup:
+    """Read Austin output into one profile per process/thread pair.
+
+    The text is read a line at a time, as bytes. A sample line's stack text
+    (all but the metric) is remembered with the sample's thread and stack, so
+    a later line with the same stack text and a plain metric only adds its
+    weight; any other line is decoded and split as `str.splitlines` splits it
+    (a newline is never part of a UTF-8 sequence), so line numbers and
+    separators such as ``\\r`` or ``\\x0b`` count as before.
+    """
+    text = as_utf8(data)
+    del data  # a UTF-16 file's own bytes are not needed once re-encoded
+    reader = _Reader()
+    # Stack texts are keyed by views of the text, not copies: a file of mostly
+    # distinct stacks would otherwise hold its text twice.
+    view = memoryview(text)
+    known: dict[memoryview, tuple[_Thread, int]] = {}  # stack text -> thread and stack
+    number = 0
+    position = 0
+    while position < len(text):
+        newline = text.find(b"\n", position)
+        end = len(text) if newline < 0 else newline
+        following = end + 1
+        if text.endswith(b"\r", position, end):
+            end -= 1
+        space = text.rfind(b" ", position, end)
+        metric = _PLAIN_METRIC.fullmatch(text, space + 1, end) if space >= 0 else None
+        stack_text = view[position:space] if metric else None
+        sample = known.get(stack_text)
+        if sample is not None:
+            thread, stack = sample
+            thread.stacks.append(stack)
+            thread.weights.append(float(metric.group(1)))
+            number += 1
+        else:
+            lines = text[position:following].decode("utf-8", "replace").splitlines()
+            for line in lines:
+                number += 1
+                sample = reader.line(line, number)
+            if metric and len(lines) == 1 and sample is not None:
+                known[stack_text] = sample
+        position = following
+    if not reader.threads:
         raise FormatError(TITLE, "whole file", "no sample lines ('P<pid>;T<thread>;... <metric>')")
-    return ProfileGroup(name, [thread.build(metadata) for thread in threads.values()])
-
-
-def _lines(data: bytes) -> Iterator[str]:
-    """The lines `str.splitlines` finds in the decoded text, decoded one line at a time
-    (a newline is never part of a UTF-8 sequence), so the whole text is never a string."""
-    for raw in io.BytesIO(data):
-        yield from raw.decode("utf-8", "replace").splitlines()
+    return ProfileGroup(name, [thread.build(reader.metadata) for thread in reader.threads.values()])
 
 
 def _frame(text: str) -> tuple[str, str | None, int | None]:

@@ -22,21 +22,24 @@ with 1-based line and column numbers.
 `CpuProfileAssembler` holds that logic; the Chrome trace importer feeds it the
 `Profile`/`ProfileChunk` events of a performance recording.
 
-A big file is read a piece at a time (`_read_in_parts`): the nodes and the
-two sample lists are what makes a `.cpuprofile` big, and read whole they
-take several times the file's size as Python objects.
+A big file is read a piece at a time (`_read_in_parts`, with
+`json_pieces.ListPieces`): the nodes and the two sample lists are what makes
+a `.cpuprofile` big, and read whole they take several times the file's size
+as Python objects.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from functools import partial
 from itertools import chain, repeat
 
 import numpy as np
 import orjson
 
 from flamesight.formats.errors import FormatError, load_json, shorten
+from flamesight.formats.json_pieces import PIECE_BYTES, ListPieces, list_opener
 from flamesight.model import Profile, ProfileBuilder, ProfileGroup, Samples, StackTable, Unit
 from flamesight.model.limits import ProfileTooLarge, current_limits
 
@@ -50,20 +53,9 @@ _STACKED_ON_PREVIOUS = frozenset({"(garbage collector)", "(program)"})
 _PROFILE_KEYS = frozenset({"samples", "startTime", "endTime", "timeDeltas"})
 
 # Reading a big document in pieces (see `_read_in_parts`).
-_SPACE = rb"[ \t\r\n]*"
-_SPACE_BYTES = b" \t\r\n"
-_LIST_OPENERS = {
-    key: re.compile(rb'"' + key.encode() + rb'"' + _SPACE + rb":" + _SPACE + rb"\[")
-    for key in ("nodes", "samples", "timeDeltas")
-}
-_FIRST_KEY = re.compile(_SPACE + rb"\{" + _SPACE + rb'("(?:[^"\\]|\\.)*")', re.DOTALL)
-_NEXT_TOKEN = re.compile(_SPACE + rb"(.)", re.DOTALL)
-_PIECE_BYTES = 64 * 1024
-_MAX_MISSES = 16
-_MARKER_STEM = 731_694_205_836_190_412
+_LIST_OPENERS = {key: list_opener(key) for key in ("nodes", "samples", "timeDeltas")}
+_PIECE_BYTES = PIECE_BYTES  # a module setting, so that tests can make pieces small
 _COMPACT_BLOCK = 1 << 16
-_NUMBER_DTYPES = (np.dtype(np.int64), np.dtype(np.float64))
-_INTEGER_TEXT = b"0123456789-, \t\r\n"
 # the types a column of nodes may hold
 _DICT = frozenset({dict})
 _INT = frozenset({int})
@@ -154,114 +146,36 @@ def _read_in_parts(data: bytes) -> CpuProfileAssembler | None:
 
     Read whole, the `nodes` list of a big profile takes several times its
     size in Python objects, and the number lists far more. Here the three
-    lists are cut into pieces of a few hundred kilobytes at commas, each
-    piece is read on its own as ``[piece]`` by orjson, and the rest of the
-    document (the "skeleton", with each list's inside replaced by a number
-    that occurs nowhere in the file) is read last.
-
-    Where the cuts and the lists are found is only a guess; what makes the
-    result exact is that every piece reads as a list and the skeleton reads
-    with each of the three top-level keys holding its marker alone in a
-    list. The document is then the skeleton with each marker replaced by
-    pieces that are valid list items joined by commas, so it is valid JSON
-    and reads as the same lists. Whenever a check fails (invalid JSON, keys
-    that are not where the guesses put them, values that need the
-    node-by-node checks and their error messages), None sends the caller to
-    the plain reading.
+    lists are read with `ListPieces` (nodes become columns a piece at a
+    time), and the result is used only if the skeleton holds each of the
+    three top-level keys with its list's marker; None (a check failed, or a
+    value needs the node-by-node checks and their error messages) sends the
+    caller to the plain reading.
     """
-    nodes_open = _LIST_OPENERS["nodes"].search(data)
+    pieces = ListPieces(data, _PIECE_BYTES)
+    nodes_open = pieces.find(_LIST_OPENERS["nodes"])
     if nodes_open is None:
         return None
     assembler = CpuProfileAssembler(TITLE)
-    nodes_end = _read_node_list(data, nodes_open.end(), assembler)
-    if nodes_end is None:
+    add_nodes = partial(_add_node_piece, assembler)
+    if pieces.read_items(nodes_open.end(), add_nodes, assembler) is None:
         return None
-    spans = [(nodes_open.end(), nodes_end)]
     arrays = []
     for key, integers in (("samples", True), ("timeDeltas", False)):
-        opener = _LIST_OPENERS[key]
-        found = opener.search(data, 0, nodes_open.start()) or opener.search(data, nodes_end)
-        if found is None:
-            return None
-        end = data.find(b"]", found.end())
-        array = _read_number_list(data, found.end(), end, integers) if end >= 0 else None
+        found = pieces.find(_LIST_OPENERS[key])
+        array = None if found is None else pieces.read_numbers(found.end(), integers)
         if array is None:
             return None
-        spans.append((found.end(), end))
         arrays.append(array)
-    if not _skeleton_holds(data, spans, ("nodes", "samples", "timeDeltas")):
+    skeleton = pieces.skeleton()
+    if not isinstance(skeleton, dict) or any(
+        pieces.result(skeleton.get(key)) is not result
+        for key, result in zip(_LIST_OPENERS, (assembler, *arrays), strict=True)
+    ):
         return None
     assembler.add_samples(arrays[0], "samples")
     assembler.add_time_deltas(arrays[1], "timeDeltas")
     return assembler
-
-
-def _read_node_list(data: bytes, start: int, assembler: CpuProfileAssembler) -> int | None:
-    """Add the nodes of the list whose inside starts at `start`; the index of its `]`, or None."""
-    first_key = _FIRST_KEY.match(data, start)
-    if first_key is None:  # an empty list, or not a list of objects
-        close = _NEXT_TOKEN.match(data, start)
-        return close.start(1) if close and close.group(1) == b"]" else None
-    # A cut goes where one node ends and the next starts with the first node's first key.
-    cut = re.compile(
-        rb"\}"
-        + _SPACE
-        + rb",(?="
-        + _SPACE
-        + rb"\{"
-        + _SPACE
-        + re.escape(first_key.group(1))
-        + rb")"
-    )
-    position = start
-    search_from = start + _PIECE_BYTES
-    misses = 0
-    while (found := cut.search(data, search_from)) is not None:
-        nodes = _read_piece(data, position, found.start() + 1)
-        if nodes is None:
-            misses += 1  # the cut was inside a node: try the next one
-            if misses > _MAX_MISSES:
-                return None
-            search_from = found.end()
-            continue
-        if not _add_node_piece(assembler, nodes):
-            return None
-        position = found.end()
-        search_from = position + _PIECE_BYTES
-    return _read_last_nodes(data, position, assembler)
-
-
-def _read_last_nodes(data: bytes, start: int, assembler: CpuProfileAssembler) -> int | None:
-    """Add the nodes from `start` to the end of the list; the index of its `]`, or None.
-
-    The end is where orjson, reading ``[`` and the text from `start`, finds
-    the list closed and more text after it; a window of the text is read,
-    twice as long each time it ends too soon.
-    """
-    size = 2 * _PIECE_BYTES
-    while True:
-        window = b"[" + data[start : start + size]
-        try:
-            orjson.loads(window)
-        except orjson.JSONDecodeError as error:
-            # `pos` counts characters; the window's prefix up to it is whole UTF-8
-            stop = len(window.decode("utf-8", "replace")[: error.pos].encode())
-            close = window.rfind(b"]", 0, stop)
-            if close > 0 and not window[close + 1 : stop].strip(_SPACE_BYTES):
-                nodes = _read_piece(data, start, start + close - 1)
-                if nodes is not None:
-                    return start + close - 1 if _add_node_piece(assembler, nodes) else None
-        if start + size >= len(data):
-            return None
-        size *= 2
-
-
-def _read_piece(data: bytes, start: int, end: int) -> list | None:
-    """``data[start:end]`` read as the items of a list, or None if they are not valid JSON."""
-    try:
-        return orjson.loads(b"[" + data[start:end] + b"]")
-    except orjson.JSONDecodeError:
-        return None
 
 
 def _add_node_piece(assembler: CpuProfileAssembler, nodes: list) -> bool:
@@ -271,74 +185,6 @@ def _add_node_piece(assembler: CpuProfileAssembler, nodes: list) -> bool:
         return False
     assembler._add_columns(*columns)
     return True
-
-
-def _read_number_list(data: bytes, start: int, end: int, integers: bool) -> np.ndarray | None:
-    """The numbers in ``data[start:end]``, read a piece at a time, or None.
-
-    None unless every piece reads as a list of numbers that NumPy takes as
-    int64 (`integers`) or as int64 or float64, as it takes the list read
-    whole. Integers are kept as int32 while they fit (then int64), and as
-    float64 once a number with a fraction comes.
-    """
-    if _NEXT_TOKEN.match(data, start).start(1) == end:  # nothing but spaces up to the `]`
-        return np.zeros(0, np.int32)
-    result = np.empty(data.count(b",", start, end) + 1, np.int32)
-    done = 0
-    position = start
-    while position <= end:
-        cut = data.find(b",", min(position + _PIECE_BYTES, end), end)
-        cut = end if cut < 0 else cut
-        values = _read_piece(data, position, cut)
-        if not values or done + len(values) > len(result):
-            return None
-        try:
-            if data[position:cut].translate(None, _INTEGER_TEXT):  # fractions or other values
-                array = np.array(values)
-            else:  # integers only: read them without working out their type
-                array = np.fromiter(values, np.int64, len(values))
-        except (ValueError, OverflowError, TypeError):
-            return None
-        if array.ndim != 1 or array.dtype not in ((np.int64,) if integers else _NUMBER_DTYPES):
-            return None
-        if array.dtype == np.float64:
-            if result.dtype != np.float64:
-                result = result.astype(np.float64)
-        elif result.dtype == np.int32 and (array.min() < -(2**31) or array.max() >= 2**31):
-            result = result.astype(np.int64)
-        result[done : done + len(array)] = array
-        done += len(array)
-        position = cut + 1
-    return result[:done]
-
-
-def _skeleton_holds(data: bytes, spans: list[tuple[int, int]], keys: tuple[str, ...]) -> bool:
-    """Whether the document with ``data[start:end]`` of each span replaced by a marker
-    number reads as an object whose `keys` (one per span) each hold their marker alone."""
-    stem = _MARKER_STEM
-    while data.find(b"%d" % stem) >= 0:
-        stem += 1
-    markers = [stem * 10 + index for index in range(len(keys))]  # none occurs: the stem does not
-    view = memoryview(data)
-    pieces = []
-    done = 0
-    for (start, end), marker in sorted(zip(spans, markers, strict=True)):
-        if start < done:
-            return False  # overlapping spans
-        pieces += [view[done:start], b"%d" % marker]
-        done = end
-    pieces.append(view[done:])
-    try:
-        skeleton = orjson.loads(b"".join(pieces))
-    except orjson.JSONDecodeError:
-        return False
-    return isinstance(skeleton, dict) and all(
-        type(value := skeleton.get(key)) is list
-        and len(value) == 1
-        and type(value[0]) is int
-        and value[0] == marker
-        for key, marker in zip(keys, markers, strict=True)
-    )
 
 
 def _add_old_profile(assembler: CpuProfileAssembler, document: dict) -> None:
@@ -644,7 +490,7 @@ class CpuProfileAssembler:
 
     def _sample_times(self, count: int, size: int, where: str) -> np.ndarray:
         """The start time of the entries of `build` (`size` of them) from the time deltas."""
-        deltas = _joined(self._deltas, np.float64)
+        deltas = joined(self._deltas, np.float64)
         self._deltas = []
         if len(deltas) < count:
             raise FormatError(
@@ -699,18 +545,18 @@ class CpuProfileAssembler:
         the node its `parent` id names; when several do, the last one wins
         (as speedscope's reading in file order has it).
         """
-        index_of = _NodeIndex(_joined(self._ids, np.int64))
-        has_parent = _joined(self._has_parent, bool)
-        parent = np.where(has_parent, index_of(_joined(self._parent_ids, np.int64)), -1)
-        child_nodes = index_of(_joined(self._child_ids, np.int64))
-        child_parents = _joined(self._child_parents, np.int64)
+        index_of = _NodeIndex(joined(self._ids, np.int64))
+        has_parent = joined(self._has_parent, bool)
+        parent = np.where(has_parent, index_of(joined(self._parent_ids, np.int64)), -1)
+        child_nodes = index_of(joined(self._child_ids, np.int64))
+        child_parents = joined(self._child_parents, np.int64)
         known = child_nodes >= 0
         child_nodes, child_parents = child_nodes[known], child_parents[known]
         # keep the last listing of each child: first occurrence in the reversed order
         _, first_reversed = np.unique(child_nodes[::-1], return_index=True)
         last = len(child_nodes) - 1 - first_reversed
         parent[child_nodes[last]] = child_parents[last]
-        node_frames = _joined(self._node_frames, np.int64)
+        node_frames = joined(self._node_frames, np.int64)
         keys = list(self._frame_keys)
         ignored = np.array(
             [name in _IGNORED_FUNCTIONS or url == _IGNORED_URL for name, url, _, _ in keys], bool
@@ -862,7 +708,7 @@ class _StackWalker:
         frame_of_node = np.zeros(len(self._fixed), np.int64)
         frame_of_node[nodes] = frames
         # depth below the nearest ignored ancestor
-        depth = _link_depths(np.where(self._own_path, self._base, -1))[nodes]
+        depth = link_depths(np.where(self._own_path, self._base, -1))[nodes]
         order = np.argsort(depth, kind="stable")
         bounds = np.searchsorted(depth[order], np.arange(int(depth.max()) + 2))
         span = len(self._frame_keys) + 1
@@ -898,7 +744,7 @@ class _StackWalker:
         too (so none of them can be open). Worked out a level of depth at a time.
         """
         parent, ignored, on_top = self._parent, self._ignored, self._on_top
-        depth = _link_depths(parent)
+        depth = link_depths(parent)
         if depth is None:
             raise FormatError(
                 self._assembler._title, "nodes", "the parent links of the nodes form a cycle"
@@ -1096,17 +942,18 @@ def check_frame_fields(
             )
 
 
-def _joined(chunks: list[np.ndarray], dtype: type) -> np.ndarray:
+def joined(chunks: list[np.ndarray], dtype: type) -> np.ndarray:
+    """The chunks as one array (the chunk itself when there is one; empty of `dtype` when none)."""
     if len(chunks) == 1:
         return chunks[0]
     return np.concatenate(chunks) if chunks else np.zeros(0, dtype)
 
 
-def _link_depths(links: np.ndarray) -> np.ndarray | None:
-    """How many links lead from each node to one without (-1), by pointer jumping;
-    None if the links form a cycle."""
-    jump = links.astype(np.int64)
-    depth = (jump >= 0).astype(np.int64)
+def link_depths(links: np.ndarray) -> np.ndarray | None:
+    """How many links lead from each node to one without (-1), by pointer jumping, in
+    the links' integer type; None if the links form a cycle."""
+    jump = links.copy()
+    depth = (jump >= 0).astype(links.dtype)
     active = np.flatnonzero(jump >= 0)
     for _ in range(len(links).bit_length() + 1):
         if not active.size:

@@ -18,11 +18,25 @@ bytes, one sample per tree node with its ``selfSize``, root frame included,
 nodes in depth-first order laid end to end; frames named by their function
 or "(anonymous file:line)", with lines and columns as V8 writes them
 (0-based, -1 where unknown, which the model stores as unknown).
+
+The tree is read by msgspec into small structs that keep each node's
+``callFrame`` as its JSON text (the ``samples`` list is skipped unread), so
+a frame is read once per distinct text; the stacks are then made from the
+nodes' depths and frames with NumPy (`tree_stacks`). A document that
+msgspec cannot read that way (a bad value, a tree deeper than it goes) is
+read whole with orjson and walked node by node, which names the place of a
+bad value.
 """
 
 from __future__ import annotations
 
+import dataclasses
+from array import array
+from itertools import repeat
+
+import msgspec
 import numpy as np
+import orjson
 
 from flamesight.formats.chrome_cpuprofile import (
     check_frame_fields,
@@ -31,7 +45,9 @@ from flamesight.formats.chrome_cpuprofile import (
     json_head_keys,
 )
 from flamesight.formats.errors import FormatError, load_json
-from flamesight.model import ProfileBuilder, ProfileGroup, Unit
+from flamesight.formats.json_pieces import decode_typed_json
+from flamesight.model import Profile, ProfileBuilder, ProfileGroup, Unit
+from flamesight.model.stack_building import tree_stacks
 
 NAME = "chrome-heapprofile"
 TITLE = "Chrome/Node .heapprofile"
@@ -48,8 +64,26 @@ def sniff(head: bytes) -> bool:
     return b'"selfSize"' in head and b'"callFrame"' in head
 
 
+class _Node(msgspec.Struct, gc=False):
+    """A tree node as the fast reading keeps it: its call frame as JSON text, other keys
+    skipped, and no list for a node without children."""
+
+    callFrame: msgspec.Raw
+    selfSize: int | float
+    children: tuple[_Node, ...] = ()
+
+
+class _Document(msgspec.Struct):
+    """The document as the fast reading keeps it: the tree alone (``samples`` is skipped)."""
+
+    head: _Node
+
+
 def parse(data: bytes, name: str) -> ProfileGroup:
     """Read a heap profile into a group of one profile in bytes."""
+    profile = _read_tree(data, name)
+    if profile is not None:
+        return ProfileGroup(name, [profile])
     document = load_json(data, TITLE)
     if not isinstance(document, dict):
         raise FormatError(TITLE, "$", f"expected an object, got {describe_json_value(document)}")
@@ -129,3 +163,53 @@ def _frame(
         None if col is None or col < 0 else col,
     )
     return frame_id
+
+
+def _read_tree(data: bytes, name: str) -> Profile | None:
+    """The profile, read through `_Node` structs; None if anything needs the plain reading.
+
+    The tree is walked depth first, children in order, as the plain reading
+    walks it, so frames and stacks get the same numbers.
+    """
+    document = decode_typed_json(data, _Document)
+    if document is None:
+        return None
+    pending = [(document.head, 0)]
+    del document
+    texts: dict[bytes, int] = {}  # call frame JSON text -> its index, in order of first use
+    depths = array("q")
+    text_of_node = array("q")
+    sizes: list[int | float] = []
+    while pending:
+        node, depth = pending.pop()
+        depths.append(depth)
+        text = bytes(node.callFrame)
+        known = texts.get(text)
+        text_of_node.append(len(texts) if known is None else known)
+        if known is None:
+            texts[text] = len(texts)
+        sizes.append(node.selfSize)
+        if node.children:
+            pending.extend(zip(reversed(node.children), repeat(depth + 1)))
+    try:
+        values = np.array(sizes, np.float64)
+    except OverflowError:  # an integer past the largest float, which orjson refuses
+        return None
+    del sizes
+    if len(values) and (values.min() < 0 or not np.isfinite(values.sum())):
+        return None
+    builder = ProfileBuilder(name, Unit.BYTES, sampled=True)
+    frame_of_text = np.empty(len(texts), np.int64)
+    frames: dict[tuple, int] = {}
+    for index, text in enumerate(texts):
+        try:
+            frame_of_text[index] = _frame(builder, frames, orjson.loads(text), "")
+        except (orjson.JSONDecodeError, FormatError):
+            return None
+    del texts
+    stacks, stack_of_node = tree_stacks(
+        np.frombuffer(depths, np.int64), frame_of_text[np.frombuffer(text_of_node, np.int64)]
+    )
+    used = values > 0
+    builder.add_samples(stack_of_node[used], values[used])
+    return dataclasses.replace(builder.build(), stacks=stacks)

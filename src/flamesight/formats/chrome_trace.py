@@ -22,7 +22,11 @@ reference importer and every number here matches it):
   frame; an end whose name does not match the innermost open frame is
   dropped, frames left open are closed at the last event.
 - Hermes (React Native) object files with top-level `samples` and
-  `stackFrames` are sampled profiles, one per pid/tid.
+  `stackFrames` are sampled profiles, one per pid/tid. A `samples` list
+  after the events is read in chunks too, into columns (thread, time, stack
+  frame id); samples the columns cannot hold as they are (an unusual type,
+  a time that is not plain digits or a number) send the rest of the
+  document to the plain reading, which checks sample by sample.
 
 The event array is parsed in chunks split on event boundaries, and only the
 fields that matter are kept in compact columns, so a trace with millions of
@@ -39,6 +43,7 @@ from contextlib import suppress
 from itertools import compress, repeat
 from typing import NamedTuple
 
+import msgspec
 import numpy as np
 import orjson
 
@@ -48,6 +53,7 @@ from flamesight.formats.chrome_cpuprofile import (
     json_head_keys,
 )
 from flamesight.formats.errors import FormatError, shorten
+from flamesight.formats.json_pieces import decode_typed_json
 from flamesight.model import Profile, ProfileBuilder, ProfileGroup, Unit
 
 NAME = "chrome-trace"
@@ -74,6 +80,10 @@ _HERMES_ARGS = (
     "allocatedCategory",
     "allocatedName",
 )
+_SAMPLES_OPENER = re.compile(rb'"samples"[ \t\r\n]*:[ \t\r\n]*\[')
+_MARKER_STEM = 602_214_076_151_220_513  # a number Hermes files do not hold, made unique by search
+_SAMPLE_FRAME_TYPES = frozenset({int, str, type(None)})
+_NUMBER_TYPES = frozenset({int, float})
 _MAX_SAFE_INTEGER = 2.0**53 - 1
 # Times and durations (microseconds) further from zero are no real times; within it their
 # differences and sums stay finite.
@@ -125,6 +135,7 @@ def sniff(head: bytes) -> bool:
 def parse(data: bytes, name: str) -> ProfileGroup:
     """Read a trace into one profile per thread (or per V8 CPU profile)."""
     trace = _read_trace(data)
+    del data  # what is needed is read: let the text go (`formats.load` keeps no other reference)
     if trace.is_devtools_recording():
         return _cpu_profile_group(trace, name)
     if trace.is_object and "samples" in trace.other_keys and "stackFrames" in trace.other_keys:
@@ -445,13 +456,17 @@ def _keys_after_events(data: bytes, events: _EventArray) -> dict:
     if not events.closed:
         return {}
     rest = _skip_space(data, events.end)
-    tail = data[rest:].rstrip(_SPACE)
-    if tail in (b"}", b""):
-        return {}
-    if not tail.startswith(b","):
+    if data[rest : rest + 1] != b",":
+        tail = data[rest:].rstrip(_SPACE)
+        if tail in (b"}", b""):
+            return {}
         raise FormatError(
             TITLE, f"byte {rest}", f"unexpected {shorten(tail[:20])} after 'traceEvents'"
         )
+    after = _keys_with_sample_columns(data, rest + 1)
+    if after is not None:
+        return after
+    tail = data[rest:].rstrip(_SPACE)
     try:
         after = orjson.loads(b"{" + tail[1:])
     except orjson.JSONDecodeError as error:
@@ -1308,13 +1323,137 @@ def _field(document: dict, key: str, where: str) -> object:
 # Hermes samples + stackFrames: one sampled profile per thread
 
 
+class _Codes(dict):
+    """Codes for hashable values in the order of first use: a value not seen gets the next one."""
+
+    def __missing__(self, key: object) -> int:
+        code = self[key] = len(self)
+        return code
+
+
+class _SampleColumns:
+    """A Hermes `samples` list as columns: per sample its thread, time and stack frame id.
+
+    Threads are the distinct (pid, tid) pairs and frame ids the distinct `sf`
+    values, each in the order of its first sample.
+    """
+
+    def __init__(self) -> None:
+        self.pair_codes = _Codes()
+        self.frame_codes = _Codes()
+        self.chunks: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+
+    def add(self, samples: list) -> bool:
+        """Add a chunk of the list; False for a sample that needs the plain reading."""
+        get = dict.get
+        try:
+            ts = list(map(get, samples, repeat("ts"), repeat(_MISSING)))
+        except TypeError:  # not an object
+            return False
+        pids = map(get, samples, repeat("pid"), repeat(_MISSING))
+        tids = map(get, samples, repeat("tid"), repeat(_MISSING))
+        frame_ids = list(map(get, samples, repeat("sf")))
+        times = _plain_times(ts)
+        if times is None or not set(map(type, frame_ids)) <= _SAMPLE_FRAME_TYPES:
+            return False
+        count = len(samples)
+        try:
+            pairs = zip(pids, tids, strict=True)
+            threads = np.fromiter(map(self.pair_codes.__getitem__, pairs), np.int32, count)
+        except TypeError:  # a list or object as an id
+            return False
+        frames = np.fromiter(map(self.frame_codes.__getitem__, frame_ids), np.int32, count)
+        self.chunks.append((threads, times, frames))
+        return True
+
+    def take_columns(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The thread, time and frame-id columns of all samples (the chunks are let go)."""
+        chunks, self.chunks = self.chunks, []
+        if not chunks:
+            return np.zeros(0, np.int32), np.zeros(0, np.float64), np.zeros(0, np.int32)
+        return tuple(np.concatenate(column) for column in zip(*chunks, strict=True))
+
+
+def _plain_times(values: list) -> np.ndarray | None:
+    """The times `_as_number` gives for values that are all numbers or all digit strings, else None."""
+    kinds = set(map(type, values))
+    if kinds == {str}:
+        text = "".join(values)
+        if not (text.isascii() and text.isdigit()):
+            return None
+    elif not kinds <= _NUMBER_TYPES:
+        return None
+    try:
+        times = np.fromiter(map(float, values), np.float64, len(values))
+    except (ValueError, OverflowError):  # an empty string, an integer past the floats
+        return None
+    return times if np.all(np.abs(times) <= _MAX_TIME) else None
+
+
+class _StackFrame(msgspec.Struct, gc=False):
+    """A Hermes stack frame as the column reading keeps it: its name and parent, no more."""
+
+    name: object = _MISSING
+    parent: object = None
+
+    def get(self, key: str, default: object = None) -> object:
+        """``dict.get`` of the frame's JSON object, for "name" and "parent"."""
+        value = getattr(self, key)
+        return default if value is _MISSING else value
+
+
+class _KeysAfterSamples(msgspec.Struct, gc=False):
+    """What the column reading keeps of the keys after the events, `samples` held by a marker."""
+
+    samples: list[int]
+    stackFrames: dict[str, _StackFrame] | msgspec.UnsetType = msgspec.UNSET
+
+
+def _keys_with_sample_columns(data: bytes, start: int) -> dict | None:
+    """`samples` (as `_SampleColumns`) and `stackFrames` from `start` (just after a comma) on.
+
+    The `samples` list is read a chunk at a time and the rest with the
+    list's inside replaced by a number found nowhere in the data; that the
+    rest reads with `samples` holding that number alone shows the list read
+    is the top-level one. The rest is read with msgspec, which keeps of each
+    stack frame only its name and parent (orjson's working memory for a big
+    object is many times its size). None (for the plain reading) when there
+    is no such list or a check fails.
+    """
+    opener = _SAMPLES_OPENER.search(data, start)
+    if opener is None:
+        return None
+    columns = _SampleColumns()
+    samples = _EventArray(data, opener.end())
+    try:
+        for _, chunk in samples:
+            if not chunk or not columns.add(chunk):  # empty: a comma too many
+                return None
+    except FormatError:
+        return None
+    if not samples.closed:
+        return None
+    marker = _MARKER_STEM
+    while data.find(b"%d" % marker, start) >= 0:
+        marker += 1
+    skeleton = b"{%s%d%s" % (data[start : opener.end()], marker, data[samples.end - 1 :])
+    keys = decode_typed_json(skeleton, _KeysAfterSamples)
+    if keys is None or keys.samples != [marker]:
+        return None
+    if keys.stackFrames is msgspec.UNSET:
+        return {"samples": columns}
+    return {"samples": columns, "stackFrames": keys.stackFrames}
+
+
 def _sample_group(trace: _TraceContents, file_name: str) -> ProfileGroup:
     samples = trace.other_keys["samples"]
     frames = trace.other_keys["stackFrames"]
-    if not isinstance(samples, list):
+    if not isinstance(samples, list | _SampleColumns):
         raise FormatError(TITLE, "samples", f"expected a list, got {_kind(samples)}")
     if not isinstance(frames, dict):
         raise FormatError(TITLE, "stackFrames", f"expected an object, got {_kind(frames)}")
+    if isinstance(samples, _SampleColumns):
+        return _column_sample_group(trace, samples, frames, file_name)
     by_thread: dict[tuple[str, str], list[int]] = {}
     thread_of_ids: dict[tuple[object, object], tuple[str, str]] = {}  # equal ids, equal text
     for index, sample in enumerate(samples):
@@ -1341,6 +1480,64 @@ def _sample_group(trace: _TraceContents, file_name: str) -> ProfileGroup:
         profiles.append((_sort_key(pid, tid), _sampled_thread(title, samples, indices, frames)))
     profiles.sort(key=lambda item: item[0])
     return ProfileGroup(file_name, [profile for _, profile in profiles])
+
+
+def _column_sample_group(
+    trace: _TraceContents, samples: _SampleColumns, frames: dict, file_name: str
+) -> ProfileGroup:
+    """`_sample_group` for samples read into columns."""
+    threads, times, frame_codes = samples.take_columns()
+    pairs = list(samples.pair_codes)
+    frame_ids = list(samples.frame_codes)
+    # pairs whose ids read as the same text are one thread, first pair first
+    thread_of_text: dict[tuple[str, str], int] = {}
+    first_pairs = []
+    thread_of_pair = np.empty(len(pairs), np.int32)
+    for index, (pid, tid) in enumerate(pairs):
+        text = (_number_text(pid), _number_text(tid))
+        if text not in thread_of_text:
+            thread_of_text[text] = len(first_pairs)
+            first_pairs.append((pid, tid))
+        thread_of_pair[index] = thread_of_text[text]
+    threads = thread_of_pair[threads]
+    order = np.argsort(threads, kind="stable")
+    bounds = np.searchsorted(threads[order], np.arange(len(first_pairs) + 1))
+    process_names, thread_names = _metadata_names(trace)
+    profiles = []
+    for thread, (pid, tid) in enumerate(first_pairs):
+        indices = order[bounds[thread] : bounds[thread + 1]]
+        title = _thread_title(pid, tid, process_names, thread_names)
+        profile = _column_thread(
+            title, indices, times[indices], frame_codes[indices], frame_ids, frames
+        )
+        profiles.append((_sort_key(pid, tid), profile))
+    profiles.sort(key=lambda item: item[0])
+    return ProfileGroup(file_name, [profile for _, profile in profiles])
+
+
+def _column_thread(
+    title: str,
+    indices: np.ndarray,
+    times: np.ndarray,
+    frame_codes: np.ndarray,
+    frame_ids: list,
+    frames: dict,
+) -> Profile:
+    """`_sampled_thread` for one thread's columns; stacks made in the order of first use."""
+    builder = ProfileBuilder(title, Unit.MICROSECONDS, sampled=True)
+    weights = np.maximum(np.diff(times, append=times[-1]), 0.0)
+    kept = weights > 0
+    codes = frame_codes[kept]
+    _, first = np.unique(codes, return_index=True)
+    stack_of_code = np.full(len(frame_ids), -1, np.int32)
+    stack_of_key: dict[str, int] = {}
+    sample_indices = indices[kept]
+    for at in np.sort(first).tolist():
+        code = int(codes[at])
+        where = f"samples[{sample_indices[at]}].sf"
+        stack_of_code[code] = _sample_stack(builder, frames, frame_ids[code], where, stack_of_key)
+    builder.add_samples(stack_of_code[codes], weights[kept])
+    return builder.build()
 
 
 def _sampled_thread(title: str, samples: list, indices: list[int], frames: dict) -> Profile:
@@ -1394,7 +1591,7 @@ def _sample_stack(
             stack = known[key]
             break
         frame = frames.get(key)
-        if not isinstance(frame, dict):
+        if not isinstance(frame, dict | _StackFrame):
             raise FormatError(TITLE, where, f"no stack frame {key!r} in 'stackFrames'")
         if len(chain) > len(frames):
             raise FormatError(TITLE, "stackFrames", "the parent links of the frames form a cycle")

@@ -27,16 +27,33 @@ thread names its profile after the file.
 
 The processed format of profiler.firefox.com (``meta.preprocessedProfileVersion``,
 column-wise tables) is recognised and refused with a message saying so.
+
+The rows of the samples, stack and frame tables are what makes a profile
+big: they are read a piece at a time (`_read_in_pieces`, with
+`json_pieces.ListPieces`) into NumPy columns, and the stacks of all sampled
+rows are interned with NumPy a level of depth at a time (`_stack_table`),
+giving the frame and stack ids that the row-by-row walk (`_StackResolver`)
+gives. Anything unusual (a value out of place, an index out of range, a
+prefix cycle) sends a thread to that walk, which names the bad value.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import re
+
 import numpy as np
 import orjson
 
-from flamesight.formats.chrome_cpuprofile import describe_json_value, json_head_keys
+from flamesight.formats.chrome_cpuprofile import (
+    describe_json_value,
+    joined,
+    json_head_keys,
+    link_depths,
+)
 from flamesight.formats.errors import FormatError, load_json
-from flamesight.model import Profile, ProfileBuilder, ProfileGroup, Unit
+from flamesight.formats.json_pieces import ListPieces
+from flamesight.model import Profile, ProfileBuilder, ProfileGroup, StackTable, Unit
 
 NAME = "firefox"
 TITLE = "Firefox profiler (Gecko) JSON"
@@ -48,6 +65,27 @@ _DROPPED_FILE_PREFIXES = ("resource:", "self-hosted:")
 _MAX_INT = 2**31
 _DEVTOOLS_KEYS = frozenset({"duration", "markers", "memory", "ticks", "allocations"})
 _GECKO_KEYS = frozenset({"libs", "meta", "threads", "processes", "pausedRanges"})
+
+# The columns read from each table of a thread (with their positions when the
+# schema leaves them out), and what each may hold: a row index, a row index or
+# null (-1), a number.
+_TABLE_COLUMNS = {
+    "samples": (("stack", "time"), (0, 1), ("index or null", "number")),
+    "stackTable": (("prefix", "frame"), (0, 1), ("index or null", "index")),
+    "frameTable": (("location",), (0,), ("index",)),
+}
+_NONE = type(None)
+_SPACE = rb"[ \t\r\n]*"
+_TABLE_OPENER = re.compile(
+    rb'"(samples|stackTable|frameTable)"' + _SPACE + rb":" + _SPACE + rb"\{" + _SPACE
+    + rb'"schema"' + _SPACE + rb":" + _SPACE + rb"(\{[^{}]*\})" + _SPACE + rb"," + _SPACE
+    + rb'"data"' + _SPACE + rb":" + _SPACE + rb"\["
+)  # fmt: skip
+_SMALL_TABLE_BYTES = 64 * 1024
+"""Tables whose rows end (``]]``) within this many bytes are not worth reading in pieces."""
+_MAX_LEVELS = 4096
+"""Stack tables deeper than this are walked row by row (the vectorised walk goes a level at a
+time); depths then fit int16, which NumPy sorts by radix."""
 
 
 def sniff(head: bytes) -> bool:
@@ -70,7 +108,77 @@ def sniff(head: bytes) -> bool:
 
 def parse(data: bytes, name: str) -> ProfileGroup:
     """Read a Gecko profile into a group with one profile per sampled thread."""
-    document = load_json(data, TITLE)
+    read = _read_in_pieces(data)
+    if read is not None:
+        del data  # the text is read: let it go (`formats.load` holds no other reference)
+        where, threads, tables = read
+        profiles = [
+            _profile(table, title)
+            for table, title in zip(tables, _titles(threads, name), strict=True)
+        ]
+    else:
+        document = load_json(data, TITLE)
+        del data
+        where, threads = _gecko_threads(document)
+        profiles = []
+        for (thread, thread_where, offset), title in zip(
+            threads, _titles(threads, name), strict=True
+        ):
+            table = _tables(thread, thread_where, offset, None)
+            if table is None:
+                profiles.append(_checked_profile(thread, thread_where, offset, title))
+            else:
+                profiles.append(_profile(table, title))
+    return ProfileGroup(name, profiles, _main_thread(threads, where))
+
+
+def _read_in_pieces(
+    data: bytes,
+) -> tuple[str, list[tuple[dict, str, float]], list[_ThreadTables]] | None:
+    """The threads of a Gecko profile with their big tables read a piece at a time, or None.
+
+    Every ``"samples"``, ``"stackTable"`` or ``"frameTable"`` key holding
+    ``{"schema": {...}, "data": [...]}`` with more than a few rows has its
+    rows read with `json_pieces.ListPieces`, in the columns that schema
+    names; a table is used only where the skeleton holds its marker and the
+    same schema (small ones are read with the skeleton). None
+    (something unusual, or bad input) sends the caller to the whole reading,
+    which names the first problem in its own order.
+    """
+    pieces = ListPieces(data)
+    position = 0
+    while (found := pieces.find(_TABLE_OPENER, position)) is not None:
+        position = found.end()
+        if data.find(b"]]", position, position + _SMALL_TABLE_BYTES) >= 0:
+            continue  # a small table (markers hold many): read with the skeleton
+        reader = _guessed_table(found)
+        end = None if reader is None else pieces.read_items(position, reader.add, reader)
+        position = position if end is None else end + 1
+    skeleton = pieces.skeleton()
+    if skeleton is None:
+        return None
+    try:
+        where, threads = _gecko_threads(skeleton)
+        tables = [_tables(thread, path, offset, pieces) for thread, path, offset in threads]
+    except FormatError:
+        return None
+    if any(table is None for table in tables):
+        return None
+    return where, threads, tables
+
+
+def _guessed_table(found: re.Match[bytes]) -> _TableColumns | None:
+    """A reader for the rows of the table `_TABLE_OPENER` found, in the columns of the schema before them."""
+    key = found.group(1).decode()
+    try:
+        positions = _positions(orjson.loads(found.group(2)), key, "")
+    except (orjson.JSONDecodeError, FormatError):
+        return None
+    return _TableColumns(key, positions)
+
+
+def _gecko_threads(document: object) -> tuple[str, list[tuple[dict, str, float]]]:
+    """The JSON path of the Gecko profile in `document` and its threads (see `_threads`)."""
     root = _expect_object(document, "$")
     if "threads" not in root:
         if "profile" not in root:
@@ -78,23 +186,34 @@ def parse(data: bytes, name: str) -> ProfileGroup:
         gecko, where = _expect_object(root["profile"], "$.profile"), "$.profile"
     else:
         gecko, where = root, "$"
-    threads = _threads(gecko, where)
+    return where, _threads(gecko, where)
+
+
+def _titles(threads: list[tuple[dict, str, float]], name: str) -> list[str]:
+    """The profile name of each thread: the file's for a single thread, else the thread's
+    name (numbered when repeated)."""
     if len(threads) == 1:
-        thread, thread_where, offset = threads[0]
-        return ProfileGroup(name, [_thread_profile(thread, thread_where, offset, name)])
-    profiles = []
+        return [name]
+    titles = []
     names: dict[str, int] = {}
-    active = None
-    for thread, thread_where, offset in threads:
+    for thread, _, _ in threads:
         title = thread.get("name")
-        title = title if isinstance(title, str) and title else f"thread {len(profiles) + 1}"
-        if title == "GeckoMain" and active is None and thread_where.startswith(f"{where}.threads"):
-            active = len(profiles)
+        title = title if isinstance(title, str) and title else f"thread {len(titles) + 1}"
         names[title] = names.get(title, 0) + 1
         if names[title] > 1:
             title = f"{title} ({names[title]})"
-        profiles.append(_thread_profile(thread, thread_where, offset, title))
-    return ProfileGroup(name, profiles, active or 0)
+        titles.append(title)
+    return titles
+
+
+def _main_thread(threads: list[tuple[dict, str, float]], where: str) -> int:
+    """The index of the first ``GeckoMain`` thread of the top process, else 0."""
+    if len(threads) == 1:
+        return 0
+    for index, (thread, thread_where, _) in enumerate(threads):
+        if thread.get("name") == "GeckoMain" and thread_where.startswith(f"{where}.threads"):
+            return index
+    return 0
 
 
 def _threads(gecko: dict, where: str) -> list[tuple[dict, str, float]]:
@@ -166,12 +285,288 @@ def _start_time(profile: dict, where: str) -> float:
     return float(start)
 
 
-def _thread_profile(thread: dict, where: str, offset: float, title: str) -> Profile:
+@dataclasses.dataclass
+class _ThreadTables:
+    """A thread's tables as columns, checked: every index in range, no prefix cycle."""
+
+    where: str
+    offset: float
+    strings: list[str]
+    samples: _TableColumns
+    stacks: _TableColumns
+    frames: _TableColumns
+
+
+def _tables(
+    thread: dict, where: str, offset: float, pieces: ListPieces | None
+) -> _ThreadTables | None:
+    """The columns of a thread's tables (read in pieces where `pieces` has them), or None
+    if a value is out of place: the row-by-row reading (`_checked_profile`) names it."""
+    strings = _expect_list(thread.get("stringTable"), f"{where}.stringTable")
+    tables = []
+    for key in _TABLE_COLUMNS:
+        rows, positions = _table(thread, key, where)
+        table = None if pieces is None else pieces.result(rows)
+        if table is None:
+            table = _TableColumns(key, positions)
+            if not table.add(rows):
+                return None
+        elif table.key != key or table.positions != positions:
+            return None
+        tables.append(table)
+    samples, stacks, frames = tables
+    if (
+        samples.highest[0] >= stacks.count
+        or stacks.highest[0] >= stacks.count
+        or stacks.highest[1] >= frames.count
+        or frames.highest[0] >= len(strings)
+        or not set(map(type, strings)) <= {str}
+        or not (stacks.prefixes_come_first() or link_depths(stacks.columns()[0]) is not None)
+    ):
+        return None
+    return _ThreadTables(where, offset, strings, samples, stacks, frames)
+
+
+class _TableColumns:
+    """Columns of a table's rows, read a piece of rows at a time (row indexes as int32,
+    null as -1, numbers as float64), with the highest value of each index column."""
+
+    def __init__(self, key: str, positions: tuple[int, ...]) -> None:
+        self.key = key
+        self.positions = positions
+        self.count = 0
+        self.highest = [-1] * len(positions)
+        self._kinds = _TABLE_COLUMNS[key][2]
+        self._chunks: list[list[np.ndarray]] = [[] for _ in positions]
+
+    def add(self, rows: list) -> bool:
+        """Append the columns of `rows`; False if a row or a value is not what the table holds."""
+        try:
+            columns = [[row[position] for row in rows] for position in self.positions]
+        except (TypeError, IndexError, KeyError):
+            return False
+        arrays = [
+            _column_array(column, kind) for column, kind in zip(columns, self._kinds, strict=True)
+        ]
+        if any(array is None for array in arrays):
+            return False
+        for index, (array, kind) in enumerate(zip(arrays, self._kinds, strict=True)):
+            if kind != "number" and len(array):
+                self.highest[index] = max(self.highest[index], int(array.max()))
+            self._chunks[index].append(array)
+        self.count += len(rows)
+        return True
+
+    def prefixes_come_first(self) -> bool:
+        """Whether each row's first column (a stack's prefix) is an earlier row: then the
+        prefixes form no cycle."""
+        done = 0
+        for chunk in self._chunks[0]:
+            if np.any(chunk >= np.arange(done, done + len(chunk))):
+                return False
+            done += len(chunk)
+        return True
+
+    def columns(self) -> list[np.ndarray]:
+        """The columns, each joined into one array (and kept so)."""
+        self._chunks = [
+            [joined(chunks, np.float64 if kind == "number" else np.int32)]
+            for chunks, kind in zip(self._chunks, self._kinds, strict=True)
+        ]
+        return [chunks[0] for chunks in self._chunks]
+
+    def take(self) -> list[np.ndarray]:
+        """The columns, given up (the table is empty after)."""
+        columns = self.columns()
+        self._chunks = [[] for _ in self.positions]
+        return columns
+
+
+def _column_array(values: list, kind: str) -> np.ndarray | None:
+    """One column of rows as an array, or None if a value is not of `kind`."""
+    types = set(map(type, values))
+    try:
+        if kind == "number":
+            return np.array(values, np.float64) if types <= {int, float} else None
+        if not types <= ({int, _NONE} if kind == "index or null" else {int}):
+            return None
+        nulls = 0
+        if _NONE in types:
+            nulls = values.count(None)
+            values = [-1 if value is None else value for value in values]
+        array = np.array(values, np.int32)  # an index past 2**31 no table can have
+    except OverflowError:
+        return None
+    if np.count_nonzero(array < 0) != nulls:
+        return None  # a negative index
+    return array
+
+
+def _profile(tables: _ThreadTables, title: str) -> Profile:
+    """The profile of a thread whose tables are checked.
+
+    Its stacks are interned a level of depth at a time (`_stack_table`), or
+    row by row for a very deep stack table, with the same ids either way.
+    """
+    builder = ProfileBuilder(title, Unit.MILLISECONDS, sampled=True)
+    prefix, frame = tables.stacks.take()
+    (location,) = tables.frames.take()
+    sample_stacks, times = tables.samples.take()
+    sampled = np.flatnonzero(np.bincount(sample_stacks + 1, minlength=len(prefix) + 1)[1:])
+    depth = link_depths(prefix)
+    stack_table = None
+    if depth.max(initial=0) > _MAX_LEVELS:
+        row_stacks = _walked_stacks(builder, tables.strings, location, prefix, frame, sampled)
+    else:
+        stack_table, row_stacks = _stack_table(
+            builder, tables.strings, location, prefix, frame, depth, sampled
+        )
+    del prefix, frame, location, depth, sampled
+    sample_stacks = row_stacks[sample_stacks]
+    del row_stacks
+    times += tables.offset
+    _add_samples(builder, sample_stacks, times, f"{tables.where}.samples")
+    del sample_stacks, times  # the builder holds the samples
+    profile = builder.build()
+    return profile if stack_table is None else dataclasses.replace(profile, stacks=stack_table)
+
+
+def _stack_table(
+    builder: ProfileBuilder,
+    strings: list[str],
+    location: np.ndarray,
+    prefix: np.ndarray,
+    frame: np.ndarray,
+    depth: np.ndarray,
+    sampled: np.ndarray,
+) -> tuple[StackTable, np.ndarray]:
+    """The stacks of the `sampled` stack-table rows, interned as `_StackResolver` interns
+    them (sampled rows in index order), with the same frame and stack ids, a level of
+    depth at a time.
+
+    Returns the stack table and the stack of every row (-1 where every frame is
+    dropped, or the row is not sampled), with one more entry, -1, for index -1.
+    The walk reaches each row from the first sampled row (in index order)
+    at or below it, and takes the rows new to a sampled row from it toward
+    the root (interning their frames in that order), then makes their stacks
+    from the root down: both orders follow from that first row and the depth.
+    """
+    rows = len(prefix)
+    order = np.argsort(depth.astype(np.int16), kind="stable").astype(np.int32)  # radix sort
+    bounds = np.searchsorted(depth[order], np.arange(int(depth.max(initial=0)) + 2))
+    levels = [order[bounds[level] : bounds[level + 1]] for level in range(len(bounds) - 1)]
+    first = np.full(rows, rows, np.int32)  # the first sampled row at or below each row
+    first[sampled] = sampled
+    for level in reversed(levels[1:]):
+        np.minimum.at(first, prefix[level], first[level])
+    reached = np.flatnonzero(first < rows).astype(np.int32)
+    span = int(depth.max(initial=0)) + 1
+    # Frames, in the order the walk first meets them.
+    never = np.iinfo(np.int64).max
+    first_visit = np.full(len(location), never)
+    visits = first[reached].astype(np.int64) * span + (span - 1 - depth[reached])
+    np.minimum.at(first_visit, frame[reached], visits)
+    del visits
+    met = np.flatnonzero(first_visit < never)
+    frame_ids = np.full(len(location), -1, np.int32)
+    by_location: dict[str, int] = {}
+    for index in met[np.argsort(first_visit[met])].tolist():
+        frame_ids[index] = _location_frame(builder, by_location, strings[location[index]])
+    row_frames = frame_ids[frame]
+    del first_visit, met, frame_ids
+    # For each row: the nearest row at or above it with its frame kept, the
+    # one strictly above, and how many kept frames its path has.
+    nearest = np.full(rows, -1, np.int32)
+    above = np.full(rows, -1, np.int32)
+    kept = np.zeros(rows, np.int32)
+    for level in levels:
+        parents = prefix[level]
+        has_parent = parents >= 0
+        up = np.where(has_parent, nearest[parents], -1)
+        above[level] = up
+        own = row_frames[level] >= 0
+        nearest[level] = np.where(own, level, up)
+        kept[level] = np.where(has_parent, kept[parents], 0) + own
+    del levels, order
+    # Stacks, a level of kept frames at a time: (stack above, frame) pairs interned.
+    stacked = reached[row_frames[reached] >= 0]
+    del reached
+    by_kept = stacked[np.argsort(kept[stacked].astype(np.int16), kind="stable")]
+    kept_bounds = np.searchsorted(kept[by_kept], np.arange(1, int(kept.max(initial=0)) + 2))
+    del kept
+    temporary = np.full(rows, -1, np.int32)
+    frame_span = builder.frame_count + 1
+    parents_made: list[np.ndarray] = []
+    frames_made: list[np.ndarray] = []
+    made = 0
+    for lo, hi in zip(kept_bounds[:-1].tolist(), kept_bounds[1:].tolist(), strict=True):
+        level = by_kept[lo:hi]
+        up = above[level]
+        parent_stacks = np.where(up >= 0, temporary[up], -1).astype(np.int64)
+        keys = (parent_stacks + 1) * frame_span + row_frames[level]
+        unique_keys, which = np.unique(keys, return_inverse=True)
+        temporary[level] = made + which
+        parents_made.append((unique_keys // frame_span - 1).astype(np.int32))
+        frames_made.append((unique_keys % frame_span).astype(np.int32))
+        made += len(unique_keys)
+    del by_kept, above, row_frames
+    # Number the stacks in the order the walk makes them.
+    first_made = np.full(made, never)
+    creation = first[stacked].astype(np.int64) * span + depth[stacked]
+    np.minimum.at(first_made, temporary[stacked], creation)
+    del creation, stacked, first
+    final = np.empty(made, np.int32)
+    final[np.argsort(first_made)] = np.arange(made, dtype=np.int32)
+    del first_made
+    temporary_parents = joined(parents_made, np.int32)
+    stack_parents = np.empty(made, np.int32)
+    stack_parents[final] = np.where(temporary_parents >= 0, final[temporary_parents], -1)
+    stack_frames = np.empty(made, np.int32)
+    stack_frames[final] = joined(frames_made, np.int32)
+    row_stacks = np.full(rows + 1, -1, np.int32)
+    near = nearest[sampled]
+    row_stacks[sampled] = np.where(near >= 0, final[temporary[near]], -1)
+    return StackTable(stack_parents, stack_frames), row_stacks
+
+
+def _walked_stacks(
+    builder: ProfileBuilder,
+    strings: list[str],
+    location: np.ndarray,
+    prefix: np.ndarray,
+    frame: np.ndarray,
+    sampled: np.ndarray,
+) -> np.ndarray:
+    """The stack of every row (as `_stack_table` gives it), walked row by row with the
+    builder's own stacks: for stack tables too deep to go a level at a time."""
+    stack_rows = [
+        [None if up < 0 else up, row_frame]
+        for up, row_frame in zip(prefix.tolist(), frame.tolist(), strict=True)
+    ]
+    frames = _FrameResolver(builder, [[at] for at in location.tolist()], 0, strings, "")
+    stacks = _StackResolver(builder, stack_rows, (0, 1), frames, "")
+    row_stacks = np.full(len(prefix) + 1, -1, np.int32)
+    for row in sampled.tolist():
+        row_stacks[row] = stacks.stack(row, "")
+    return row_stacks
+
+
+def _location_frame(builder: ProfileBuilder, by_location: dict[str, int], location: str) -> int:
+    """The builder frame of a frame-table location (-1 when speedscope drops it), parsed once."""
+    frame = by_location.get(location)
+    if frame is None:
+        fields = parse_location(location)
+        frame = by_location[location] = -1 if fields is None else builder.frame(*fields)
+    return frame
+
+
+def _checked_profile(thread: dict, where: str, offset: float, title: str) -> Profile:
+    """The profile of a thread read row by row, naming the first bad value."""
     builder = ProfileBuilder(title, Unit.MILLISECONDS, sampled=True)
     strings = _expect_list(thread.get("stringTable"), f"{where}.stringTable")
-    samples, sample_cols = _table(thread, "samples", where, ("stack", "time"), (0, 1))
-    stacks, stack_cols = _table(thread, "stackTable", where, ("prefix", "frame"), (0, 1))
-    frames, frame_cols = _table(thread, "frameTable", where, ("location",), (0,))
+    samples, sample_cols = _table(thread, "samples", where)
+    stacks, stack_cols = _table(thread, "stackTable", where)
+    frames, frame_cols = _table(thread, "frameTable", where)
     frame_ids = _FrameResolver(builder, frames, frame_cols[0], strings, where)
     stack_ids = _StackResolver(builder, stacks, stack_cols, frame_ids, where)
     columns = _sample_columns(samples, sample_cols, stack_ids, where)
@@ -252,46 +647,54 @@ def _checked_sample_columns(
 def _add_samples(
     builder: ProfileBuilder, stacks: np.ndarray, times: np.ndarray, where: str
 ) -> None:
-    """Each stack lasts until the next sample; time before the first busy sample is idle from 0."""
+    """Each stack lasts until the next sample; time before the first busy sample is idle from 0.
+
+    `times` is overwritten.
+    """
     if len(times) < 2:
         return
     with np.errstate(over="ignore", invalid="ignore"):
-        times = np.maximum.accumulate(times)  # a step back in time never moves the clock back
+        np.maximum.accumulate(times, out=times)  # a step back in time never moves the clock back
         weights = np.diff(times)
     if not np.isfinite(weights).all() or not np.isfinite(times).all():
         raise FormatError(TITLE, where, "the sample times run past the largest number")
     stacks = stacks[:-1]
     starts = times[:-1]
-    busy = np.flatnonzero(stacks >= 0)
     keep = weights > 0
-    if len(busy) and starts[busy[0]] > 0:
-        builder.add_sample(-1, float(starts[busy[0]]), 0.0)
-        keep[: busy[0]] = False
+    busy = stacks >= 0
+    first_busy = int(np.argmax(busy))
+    if busy[first_busy] and starts[first_busy] > 0:
+        builder.add_sample(-1, float(starts[first_busy]), 0.0)
+        keep[:first_busy] = False
+    del busy
     builder.add_samples(stacks[keep], weights[keep], starts[keep])
 
 
-def _table(
-    thread: dict, key: str, where: str, columns: tuple[str, ...], defaults: tuple[int, ...]
-) -> tuple[list, tuple[int, ...]]:
-    """The data rows of a schema table and the positions of `columns` in them."""
+def _table(thread: dict, key: str, where: str) -> tuple[list, tuple[int, ...]]:
+    """The data rows of a schema table and the positions of its `_TABLE_COLUMNS` in them."""
     table = _expect_object(thread.get(key), f"{where}.{key}")
     rows = _expect_list(table.get("data"), f"{where}.{key}.data")
-    schema = table.get("schema", {})
+    return rows, _positions(table.get("schema", {}), key, f"{where}.{key}")
+
+
+def _positions(schema: object, key: str, where: str) -> tuple[int, ...]:
+    """The positions a table's schema gives its `_TABLE_COLUMNS`."""
     if not isinstance(schema, dict):
         raise FormatError(
-            TITLE, f"{where}.{key}.schema", f"expected an object, got {describe_json_value(schema)}"
+            TITLE, f"{where}.schema", f"expected an object, got {describe_json_value(schema)}"
         )
+    columns, defaults, _ = _TABLE_COLUMNS[key]
     positions = []
     for column, default in zip(columns, defaults, strict=True):
         position = schema.get(column, default)
         if not _is_int(position) or not 0 <= position < 1000:
             raise FormatError(
                 TITLE,
-                f"{where}.{key}.schema.{column}",
+                f"{where}.schema.{column}",
                 f"expected a column index, got {describe_json_value(position)}",
             )
         positions.append(position)
-    return rows, tuple(positions)
+    return tuple(positions)
 
 
 class _FrameResolver:
@@ -340,12 +743,7 @@ class _FrameResolver:
                 f"{self._where}.stringTable[{string}]",
                 f"expected a string, got {describe_json_value(location)}",
             )
-        frame = self._by_location.get(location)
-        if frame is None:
-            fields = parse_location(location)
-            frame = -1 if fields is None else self._builder.frame(*fields)
-            self._by_location[location] = frame
-        self._ids[index] = frame
+        frame = self._ids[index] = _location_frame(self._builder, self._by_location, location)
         return frame
 
 

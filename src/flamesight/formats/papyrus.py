@@ -22,22 +22,56 @@ the outermost one, which stays open until a function runs on another stack;
 ``QUEUE_PUSH``/``QUEUE_POP``, ``START`` and ``STOP`` add no frames; frames
 still open at the end close at the last line's time. Header lines (``...
 log opened``, ``Log closed``) and blank lines are skipped.
+
+A log of event lines of six fields with plain numbers (as the game writes
+them) is read as NumPy columns a few megabytes at a time; the lines are put
+in the order the replay takes them (`_replay_order`) and replayed from the
+columns. Any other log is read line by line in one pass, a run of lines at
+one time at a time, which also reports errors. Either way the frames entered
+and the samples are kept in compact arrays, and the stack table is made from
+them at the end.
 """
 
 from __future__ import annotations
 
+import itertools
 import re
+from array import array
+from collections.abc import Iterable
 from typing import NamedTuple
 
-from flamesight.formats.collapsed import as_utf8
+import numpy as np
+
+from flamesight.formats.collapsed import as_utf8, text_lines
 from flamesight.formats.errors import FormatError, shorten
-from flamesight.model import ProfileBuilder, ProfileGroup, Unit
+from flamesight.model import (
+    Profile,
+    ProfileBuilder,
+    ProfileGroup,
+    ProfileTooLarge,
+    Samples,
+    StackTable,
+    Unit,
+    current_limits,
+)
 
 NAME = "papyrus"
 TITLE = "Papyrus profiling log"
 
 _EVENT_LINE = re.compile(r"^\d+:(?:PUSH|POP|QUEUE_PUSH|QUEUE_POP|START|STOP):\d+(?::|$)")
-_INTEGER = re.compile(r"\s*([-+]?\d{1,18})")
+_MAX_DIGITS = 18
+_INTEGER = re.compile(rf"\s*([-+]?\d{{1,{_MAX_DIGITS}}})")
+_RARE_LINE_BREAKS = (
+    b"\x0b",
+    b"\x0c",
+    b"\x1c",
+    b"\x1d",
+    b"\x1e",
+    "\x85".encode(),
+    "\u2028".encode(),
+    "\u2029".encode(),
+)
+"""Line breaks of `str.splitlines` other than ``\n``, ``\r\n`` and ``\r``, in UTF-8."""
 _SNIFF_LINES = 5
 
 
@@ -69,55 +103,278 @@ def sniff(head: bytes) -> bool:
 
 
 def parse(data: bytes, name: str) -> ProfileGroup:
-    """Read a Papyrus profiling log into one evented profile in milliseconds."""
-    text = as_utf8(data).decode("utf-8", "replace")
-    numbered = [
-        (number, line)
-        for number, line in enumerate(text.splitlines(), 1)
-        if not _skipped(line.removesuffix("\r"))
-    ]
-    if not numbered:
+    """Read a Papyrus profiling log into one evented profile in milliseconds.
+
+    A log of plain event lines is read as columns (`_replay_columns`); any
+    other in one pass over the lines, a run of lines at the same time at a
+    time: a ``POP`` that closes a ``PUSH`` at the same time is found within
+    that run.
+    """
+    data = as_utf8(data)
+    try:
+        return ProfileGroup(name, [_replay_columns(data, name)])
+    except (_Unusual, ProfileTooLarge):
+        pass  # the replay reports a cap crossed, at the line it is crossed
+    lines, last_line = _lines(data)
+    del data
+    events = ((number, line) for number, line in lines if not _skipped(line))
+    first_line = next(events, None)
+    if first_line is None or last_line is None:
         raise FormatError(TITLE, "whole file", "no event lines ('TIME:EVENT:STACK:...')")
-    first = _parse_line(*numbered[0], 0)
-    last = _parse_line(*numbered[-1], 0)
-    for line in (first, last):
+    first = _parse_line(*first_line, 0)
+    last = _parse_line(*last_line, 0)
+    for line, (number, content) in ((first, first_line), (last, last_line)):
         if line is None:
-            number, content = numbered[0] if line is first else numbered[-1]
             raise FormatError(
                 TITLE, f"line {number}", f"expected 'TIME:EVENT:STACK:...', got {shorten(content)}"
             )
     assert first is not None and last is not None
     start = first.at
-    lines = [_parse_line(number, content, start) for number, content in numbered]
     replay = _Replay(ProfileBuilder(name, Unit.MILLISECONDS, sampled=False))
-    run_end = _same_time_runs(lines)
-    # POP lines by (time, stack, name), to find the one that closes a PUSH at the same time;
-    # each list runs from the last such line to the first, so the next one is at its end.
-    pops: dict[tuple[int, int, str | None], list[int]] = {}
-    for index in range(len(lines) - 1, -1, -1):
-        line = lines[index]
-        if line is not None and line.event == "POP":
-            pops.setdefault((line.at, line.stack, line.name), []).append(index)
-    taken: set[int] = set()
-    for index, line in enumerate(lines):
-        if line is None or index in taken:
-            continue
-        if line.event == "PUSH":
-            replay.enter(line.stack, line.at, _function(line))
-            waiting = pops.get((line.at, line.stack, line.name))
-            while waiting and waiting[-1] <= index:
-                waiting.pop()  # POP lines already read in order
-            if waiting and waiting[-1] < run_end[index]:
-                position = waiting.pop()
-                taken.add(position)
-                match = lines[position]
-                assert match is not None
-                replay.try_leave(match.stack, match.at, _function(match))
-        elif line.event == "POP":
-            replay.try_leave(line.stack, line.at, _function(line))
+    run: list[_Line] = []
+    for number, content in itertools.chain([first_line], events):
+        line = _parse_line(number, content, start)
+        if run and (line is None or line.at != run[0].at):
+            _replay_run(replay, run, events, start)
+            run = []
+        if line is not None:
+            run.append(line)
+    _replay_run(replay, run, events, start)
     while replay.open:
         replay.leave(last.at - start)
-    return ProfileGroup(name, [replay.builder.build()])
+    return ProfileGroup(name, [replay.build()])
+
+
+class _Unusual(Exception):
+    """Raised by `_replay_columns` for a log it leaves to the line-by-line reading."""
+
+
+_BLOCK_BYTES = 4 << 20
+_LINES_AT_ONCE = 1 << 16
+_PUSH, _POP = 1, 2  # event codes of `_event_columns`; others are 0
+
+
+def _replay_columns(data: bytes, name: str) -> Profile:
+    """The profile of a log whose lines (but the skipped ones) all have six fields and plain
+    numbers, read as columns with NumPy, the replay taking the lines in the order it would.
+
+    Raises `_Unusual` for any other log (and so for errors, which the
+    line-by-line reading reports at their line).
+    """
+    if not _newline_breaks_only(data):
+        raise _Unusual
+    names: dict[bytes, int] = {}
+    blocks = [list(_event_columns(data[begin:end], names)) for begin, end in _blocks(data)]
+    if not sum(len(block[0]) for block in blocks):
+        raise _Unusual
+    times, events, stacks, name_ids = (_joined(blocks, column) for column in range(4))
+    del blocks
+    times -= times[0]
+    texts = np.array([text.decode("utf-8", "replace") for text in names], object)
+    replay = _Replay(ProfileBuilder(name, Unit.MILLISECONDS, sampled=False))
+    begin = 0
+    while begin < len(times):
+        # A block of whole runs of lines at one time, in the order the replay takes them.
+        end = min(begin + _LINES_AT_ONCE, len(times))
+        while end < len(times) and times[end] == times[end - 1]:
+            end += 1
+        block = slice(begin, end)
+        lines = _replay_order(events[block], stacks[block], name_ids[block], times[block]) + begin
+        for event, stack, at, function in zip(
+            events[lines].tolist(),
+            stacks[lines].tolist(),
+            times[lines].tolist(),
+            texts[name_ids[lines]].tolist(),
+            strict=True,
+        ):
+            if event == _PUSH:
+                replay.enter(stack, at, function)
+            elif event == _POP:
+                replay.try_leave(stack, at, function)
+        begin = end
+    closing = int(times[-1])  # the last line's time
+    del times, events, stacks, name_ids
+    while replay.open:
+        replay.leave(closing)
+    return replay.build()
+
+
+def _joined(blocks: list[list[np.ndarray]], column: int) -> np.ndarray:
+    """One column of all blocks joined, each block's part let go once copied."""
+    joined = np.concatenate([block[column] for block in blocks])
+    for block in blocks:
+        block[column] = block[column][:0].copy()
+    return joined
+
+
+def _blocks(data: bytes) -> Iterable[tuple[int, int]]:
+    """(begin, end) of blocks of whole lines of about `_BLOCK_BYTES`."""
+    begin = 0
+    while begin < len(data):
+        cut = data.find(b"\n", begin + _BLOCK_BYTES)
+        end = len(data) if cut < 0 else cut + 1
+        yield begin, end
+        begin = end
+
+
+def _event_columns(
+    block: bytes, names: dict[bytes, int]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Time, event code, stack and name id of every line of `block` not skipped; `_Unusual` if
+    one is not a ``TIME:EVENT:STACK:DEPTH:FORM:FUNCTION`` line with plain numbers."""
+    view = np.frombuffer(block, np.uint8)
+    ends = np.flatnonzero(view == ord("\n"))
+    if not block.endswith(b"\n"):
+        ends = np.append(ends, len(block))
+    starts = np.concatenate([[0], ends[:-1] + 1])
+    ends -= (ends > starts) & (view[np.maximum(ends - 1, 0)] == ord("\r"))
+    skipped = ends == starts
+    for mark in (b"log opened", b"Log closed"):
+        at = block.find(mark)
+        while at >= 0:
+            line = int(np.searchsorted(ends, at))
+            if mark == b"log opened" or (at == starts[line] and ends[line] - at == len(mark)):
+                skipped[line] = True
+            at = block.find(mark, at + 1)
+    starts, ends = starts[~skipped], ends[~skipped]
+    colons = np.flatnonzero(view == ord(":"))
+    first = np.searchsorted(colons, starts)
+    count = np.searchsorted(colons, ends) - first
+    if np.any(count < 5):
+        raise _Unusual
+    colons = np.append(colons, len(block))
+    c1, c2, c3, c5 = (colons[first + k] for k in (0, 1, 2, 4))
+    c6 = np.where(count > 5, colons[first + 5], ends)
+    length = c2 - c1 - 1
+    letters = [view[np.minimum(c1 + k, len(block) - 1)] for k in range(1, 5)]
+    events = np.where((length == 4) & _spells(letters, b"PUSH"), _PUSH, 0)
+    events[(length == 3) & _spells(letters[:3], b"POP")] = _POP
+    texts = list(map(block.__getitem__, map(slice, (c5 + 1).tolist(), c6.tolist())))
+    ids = list(map(names.get, texts))  # at C speed; new names get the next ids below
+    if None in ids:
+        for index in [index for index, known in enumerate(ids) if known is None]:
+            ids[index] = names.setdefault(texts[index], len(names))
+    name_ids = np.array(ids, np.int32)
+    return _numbers(view, starts, c1), events.astype(np.int8), _numbers(view, c2 + 1, c3), name_ids
+
+
+def _spells(letters: list[np.ndarray], word: bytes) -> np.ndarray:
+    """Whether the bytes `letters` (one array per position) spell `word`."""
+    result = letters[0] == word[0]
+    for letter, expected in zip(letters[1:], word[1:], strict=True):
+        result &= letter == expected
+    return result
+
+
+def _numbers(view: np.ndarray, begins: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    """The numbers in ``view[begins:ends]``; `_Unusual` unless each is 1 to 18 plain digits."""
+    lengths = ends - begins
+    if len(lengths) and (lengths.min() < 1 or lengths.max() > _MAX_DIGITS):
+        raise _Unusual
+    values = np.zeros(len(begins), np.int64)
+    for offset in range(int(lengths.max()) if len(lengths) else 0):
+        live = lengths > offset
+        digit = view[np.where(live, begins + offset, 0)].astype(np.int64) - ord("0")
+        if np.any(live & ((digit < 0) | (digit > 9))):
+            raise _Unusual
+        values = np.where(live, values * 10 + digit, values)
+    return values
+
+
+def _replay_order(
+    events: np.ndarray, stacks: np.ndarray, name_ids: np.ndarray, times: np.ndarray
+) -> np.ndarray:
+    """The lines in the order the replay takes them.
+
+    After a PUSH the replay takes the first POP of the same stack and name
+    in its run of lines at one time not taken yet (the POPs of one key go to
+    its PUSHes first come, first served), then goes on with the lines after
+    the PUSH not taken yet.
+    """
+    runs = np.concatenate([[0], np.cumsum(times[1:] != times[:-1])])
+    calls = np.flatnonzero(events != 0)
+    key = (
+        runs[calls].astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15)
+        + stacks[calls].astype(np.uint64) * np.uint64(0xC2B2AE3D27D4EB4F)
+        + name_ids[calls].astype(np.uint64)
+    )
+    # The PUSH and POP lines of one key together, in file order.
+    order = calls[np.argsort(key, kind="stable")]
+    count = len(order)
+    if not count:
+        return np.arange(len(events))
+    key.sort(kind="stable")
+    group = np.concatenate([[0], np.cumsum(key[1:] != key[:-1])])
+    del key, calls
+    push = events[order] == _PUSH
+    starts = np.flatnonzero(np.concatenate([[True], group[1:] != group[:-1]]))
+    # A POP is taken if a PUSH of its key before it is still waiting: the balance of
+    # PUSHes and POPs since the key's first line, never below zero.
+    balance = _since_group_start(np.where(push, 1, -1), starts)
+    spread = 2 * count + 1  # keeps each key's running minimum apart
+    lowest = np.minimum.accumulate(balance - spread * group) + spread * group
+    waiting = balance - np.minimum(lowest, 0)
+    before = np.concatenate([[0], waiting[:-1]])
+    before[starts] = 0
+    taken = ~push & (before > 0)
+    # The n-th POP taken of a key goes to the n-th PUSH of that key.
+    push_at = np.flatnonzero(push)
+    taken_at = np.flatnonzero(taken)
+    first_push = np.searchsorted(group[push_at], group[taken_at])
+    rank = _since_group_start(taken.astype(np.int64), starts)[taken_at] - 1
+    line = order[push_at[first_push + rank]]
+    partner = order[taken_at]
+    same = (
+        (runs[partner] == runs[line])
+        & (stacks[partner] == stacks[line])
+        & (name_ids[partner] == name_ids[line])
+    )
+    if not np.all(same):
+        raise _Unusual  # keys that only look alike
+    place = np.arange(len(events)) * 2
+    place[partner] = line * 2 + 1
+    return np.argsort(place, kind="stable")
+
+
+def _since_group_start(steps: np.ndarray, starts: np.ndarray) -> np.ndarray:
+    """Running sums of `steps`, starting again at every position in `starts` (the first is 0)."""
+    running = np.cumsum(steps)
+    before = running[starts] - steps[starts]
+    return running - np.repeat(before, np.diff(np.append(starts, len(steps))))
+
+
+def _newline_breaks_only(data: bytes) -> bool:
+    """Whether `str.splitlines` breaks the text only at ``\n`` (or ``\r\n``)."""
+    # A byte is found at memchr speed; a longer mark is searched for only where its first byte is.
+    if b"\r" in data and data.count(b"\r") != data.count(b"\r\n"):
+        return False
+    return not any(mark[:1] in data and mark in data for mark in _RARE_LINE_BREAKS)
+
+
+def _lines(data: bytes) -> tuple[Iterable[tuple[int, str]], tuple[int, str] | None]:
+    """Every line, numbered from 1, and the last line that is not skipped (None if none is).
+
+    Lines end as `str.splitlines` ends them. Where that is at ``\n`` (or
+    ``\r\n``) only, as in every log the game writes, they are decoded one at a time.
+    """
+    if not _newline_breaks_only(data):
+        every = data.decode("utf-8", "replace").splitlines()
+        last = next(
+            ((n, line) for n, line in reversed(list(enumerate(every, 1))) if not _skipped(line)),
+            None,
+        )
+        return enumerate(every, 1), last
+    number = data.count(b"\n") + (not data.endswith(b"\n"))
+    end = len(data) - data.endswith(b"\n")
+    last = None
+    while number > 0:
+        begin = data.rfind(b"\n", 0, end) + 1
+        line = data[begin:end].decode("utf-8", "replace").removesuffix("\r")
+        if not _skipped(line):
+            last = (number, line)
+            break
+        number, end = number - 1, begin - 1
+    return enumerate(text_lines(data), 1), last
 
 
 def _parse_line(number: int, content: str, start: int) -> _Line | None:
@@ -125,15 +382,60 @@ def _parse_line(number: int, content: str, start: int) -> _Line | None:
     fields = content.removesuffix("\r").split(":")
     if len(fields) < 3:
         return None
-    values = []
-    for field, what in ((fields[0], "time"), (fields[2], "stack number")):
-        match = _INTEGER.match(field)
-        if match is None:
-            raise FormatError(TITLE, f"line {number}", f"expected a {what}, got {shorten(field)}")
-        values.append(int(match.group(1)))
+    time, stack = fields[0], fields[2]
     return _Line(
-        number, values[0] - start, fields[1], values[1], fields[5] if len(fields) > 5 else None
+        number,
+        _integer(time, "time", number) - start,
+        fields[1],
+        _integer(stack, "stack number", number),
+        fields[5] if len(fields) > 5 else None,
     )
+
+
+def _integer(field: str, what: str, number: int) -> int:
+    """The number a time or stack field starts with."""
+    if field.isdigit() and field.isascii() and len(field) <= _MAX_DIGITS:
+        return int(field)  # the usual field, without the pattern
+    match = _INTEGER.match(field)
+    if match is None:
+        raise FormatError(TITLE, f"line {number}", f"expected a {what}, got {shorten(field)}")
+    return int(match.group(1))
+
+
+def _replay_run(
+    replay: _Replay, run: list[_Line], rest: Iterable[tuple[int, str]], start: int
+) -> None:
+    """Replay a run of event lines at one time; a ``POP`` closing a ``PUSH`` is taken right after it.
+
+    A line that cannot be replayed is reported only once the rest of the file
+    has been read, since a later line that cannot be read is reported first.
+    """
+    # POP lines by (stack, name), each list from the last line to the first.
+    pops: dict[tuple[int, str | None], list[int]] = {}
+    for index in range(len(run) - 1, 0, -1):
+        if run[index].event == "POP":
+            pops.setdefault((run[index].stack, run[index].name), []).append(index)
+    taken: set[int] = set()
+    try:
+        for index, line in enumerate(run):
+            if index in taken:
+                continue
+            if line.event == "PUSH":
+                function = _function(line)
+                replay.enter(line.stack, line.at, function)
+                waiting = pops.get((line.stack, function))
+                while waiting and waiting[-1] <= index:
+                    waiting.pop()  # POP lines already read in order
+                if waiting:
+                    taken.add(waiting.pop())
+                    replay.try_leave(line.stack, line.at, function)
+            elif line.event == "POP":
+                replay.try_leave(line.stack, line.at, _function(line))
+    except FormatError:
+        for number, content in rest:
+            if not _skipped(content):
+                _parse_line(number, content, start)
+        raise
 
 
 def _function(line: _Line) -> str:
@@ -147,42 +449,72 @@ def _function(line: _Line) -> str:
     return line.name
 
 
-def _same_time_runs(lines: list[_Line | None]) -> list[int]:
-    """For every line, the index of the first later line that is not an event at the same time."""
-    ends = [0] * len(lines)
-    following = len(lines)
-    for index in range(len(lines) - 1, -1, -1):
-        line = lines[index]
-        after = lines[index + 1] if index + 1 < len(lines) else None
-        if line is not None and after is not None and after.at == line.at:
-            ends[index] = following
-        else:
-            ends[index] = index + 1
-        following = ends[index]
-    return ends
-
-
 class _Replay:
-    """The open frames of the log, mirrored into an evented `ProfileBuilder`."""
+    """The open frames of the log, turned into the samples `ProfileBuilder.enter`/`leave` make.
+
+    Frames are interned by the builder. Every frame entered is kept as its
+    parent and frame in compact arrays, and the samples as the frame entered
+    last: stacks are interned from them at the end (`build`), in the order
+    the builder's `stack` would number them. A log often has a stack per line
+    or two (every ``STACK n`` frame starts a new tree), so a table of them
+    while reading would take several times the log's size.
+    """
 
     def __init__(self, builder: ProfileBuilder) -> None:
         self.builder = builder
         self.open: list[str] = []
+        self.open_entries: list[int] = []  # the entry (below) of each open frame
         self.stack_frames: list[int] = []  # where in `open` the ``STACK n`` frames are
+        self.uppermost: str | None = None  # the innermost ``STACK n`` frame
         self.last_event_at = 0
+        self.frames: dict[str, int] = {}
+        self.special: set[str] = set()  # the names of ``STACK n`` and ``QUEUE ...`` frames
+        self.stack_labels: dict[int, str] = {}
+        self.entry_parents = array("i")  # every frame entered: the entry it was entered on
+        self.entry_frames = array("i")
+        self.last_time: int | None = None
+        self.max_samples = current_limits().max_samples
+        self.sample_entries = array("i")
+        self.sample_times = array("q")
+        self.sample_weights = array("q")
+
+    def _advance(self, time: int) -> None:
+        """The builder's step to `time`: a sample of the open stack since the previous event."""
+        last = self.last_time
+        if last is not None and time > last:
+            self.sample_entries.append(self.open_entries[-1] if self.open_entries else -1)
+            self.sample_times.append(last)
+            self.sample_weights.append(time - last)
+            if len(self.sample_times) > self.max_samples:
+                raise ProfileTooLarge(
+                    f"more than {self.max_samples:,} samples (raise max_samples to load it)"
+                )
+        self.last_time = time
 
     def _push(self, at: int, name: str) -> None:
-        if name.startswith("STACK "):
-            self.stack_frames.append(len(self.open))
+        open_entries = self.open_entries
+        frame = self.frames.get(name)
+        if frame is None:
+            frame = self.frames[name] = self.builder.frame(name)
+            if name.startswith(("STACK ", "QUEUE ")):
+                self.special.add(name)
+        if name in self.special and name.startswith("STACK "):
+            self.stack_frames.append(len(open_entries))
+            self.uppermost = name
+        if self.last_time is None or at > self.last_time:
+            self._advance(at)
+        self.entry_parents.append(open_entries[-1] if open_entries else -1)
+        self.entry_frames.append(frame)
         self.open.append(name)
-        self.builder.enter(self.builder.frame(name), at)
+        open_entries.append(len(self.entry_frames) - 1)
         self.last_event_at = at
 
     def enter(self, stack: int, at: int, name: str) -> None:
         """Enter function `name` of stack `stack`, under that stack's ``STACK n`` frame."""
-        stack_frame = f"STACK {stack}"
-        uppermost = self.open[self.stack_frames[-1]] if self.stack_frames else None
-        if uppermost != stack_frame:
+        stack_frame = self.stack_labels.get(stack)
+        if stack_frame is None:
+            stack_frame = self.stack_labels[stack] = f"STACK {stack}"
+        if self.uppermost != stack_frame:
             if len(self.open) == 1:
                 self.leave(self.last_event_at)
             self._push(at, stack_frame)
@@ -190,21 +522,24 @@ class _Replay:
 
     def leave(self, at: int) -> None:
         """Leave the innermost frame, then any QUEUE frame and inner STACK frame it uncovers."""
-        # speedscope's recursive leave as a loop: "pop" leaves one frame; "queue" and
-        # "stack" are the checks that follow it.
-        steps = ["pop"]
-        while steps:
-            step = steps.pop()
-            if step == "pop":
-                name = self.open.pop()
-                if self.stack_frames and self.stack_frames[-1] == len(self.open):
-                    self.stack_frames.pop()
-                self.builder.leave(self.builder.frame(name), at)
-                steps.append("stack")
-                if self.open and self.open[-1].startswith("QUEUE "):
-                    steps.append("pop")
-            elif len(self.open) > 1 and self.open[-1].startswith("STACK "):
-                steps.append("pop")
+        if self.last_time is None or at > self.last_time:
+            self._advance(at)  # once: the frames below are left at the same time
+        # speedscope's recursive leave as a loop: leaving a frame goes on while the
+        # frame below is a QUEUE frame, or a STACK frame that is not the outermost.
+        open_, stack_frames = self.open, self.stack_frames
+        while True:
+            open_.pop()
+            self.open_entries.pop()
+            if stack_frames and stack_frames[-1] == len(open_):
+                stack_frames.pop()
+                self.uppermost = open_[stack_frames[-1]] if stack_frames else None
+            if not open_:
+                break
+            top = open_[-1]
+            if top not in self.special or not (
+                top.startswith("QUEUE ") or (len(open_) > 1 and top.startswith("STACK "))
+            ):
+                break
         self.last_event_at = at
 
     def try_leave(self, stack: int, at: int, name: str) -> None:
@@ -214,3 +549,60 @@ class _Replay:
         elif self.last_event_at == 0:
             self.enter(stack, 0, name)
             self.leave(at)
+
+    def build(self) -> Profile:
+        """The profile: samples sorted by time (stable for ties), as `ProfileBuilder.build` sorts."""
+        parents = np.frombuffer(self.entry_parents, np.int32)
+        frames = np.frombuffer(self.entry_frames, np.int32)
+        paths = _paths(parents, frames, StackTable(parents, frames).depth)
+        # Stacks are numbered in the order their paths are first entered.
+        first_entered, path_of_entry = np.unique(paths, return_index=True, return_inverse=True)[1:]
+        del paths
+        order = np.argsort(first_entered, kind="stable")
+        number = np.empty(len(order), np.int32)
+        number[order] = np.arange(len(order))
+        stack_of_entry = np.append(number[path_of_entry], np.int32(-1))  # entry -1: no stack
+        del number, path_of_entry
+        firsts = first_entered[order]
+        stack_table = StackTable(stack_of_entry[parents[firsts]], frames[firsts])
+        del parents, frames, firsts, first_entered, order
+        self.entry_parents, self.entry_frames = array("i"), array("i")
+        stacks = stack_of_entry[np.frombuffer(self.sample_entries, np.int32)]
+        times = np.frombuffer(self.sample_times, np.int64).astype(np.float64)
+        weights = np.frombuffer(self.sample_weights, np.int64).astype(np.float64)
+        self.sample_entries, self.sample_times, self.sample_weights = (
+            array("i"),
+            array("q"),
+            array("q"),
+        )
+        if len(times) > 1 and np.any(times[1:] < times[:-1]):
+            order = np.argsort(times, kind="stable")
+            stacks, times, weights = stacks[order], times[order], weights[order]
+        return Profile(
+            name=self.builder.name,
+            unit=self.builder.unit,
+            frames=self.builder.build().frames,
+            stacks=stack_table,
+            samples=Samples(stacks, times, weights),
+            sampled=False,
+        )
+
+
+def _paths(parents: np.ndarray, frames: np.ndarray, depths: np.ndarray) -> np.ndarray:
+    """A number per entry, equal for entries with equal frames from the root: a level at a time."""
+    paths = np.zeros(len(parents), np.int64)
+    if not len(parents):
+        return paths
+    by_depth = np.argsort(depths, kind="stable")
+    bounds = np.searchsorted(depths[by_depth], np.arange(int(depths.max()) + 2))
+    known = 0
+    frame_count = int(frames.max()) + 1
+    for level in range(len(bounds) - 1):
+        at = by_depth[bounds[level] : bounds[level + 1]]
+        parent_paths = np.where(parents[at] >= 0, paths[parents[at]], -1)
+        distinct, paths[at] = np.unique(
+            (parent_paths + 1) * frame_count + frames[at], return_inverse=True
+        )
+        paths[at] += known
+        known += len(distinct)
+    return paths

@@ -18,15 +18,24 @@ indent than the one before ends the chain above it. A line without
 its file the object first seen with it. Lines that are not callgraph entries
 (the ``@ event`` header, comments) are skipped. Samples are laid end to end in
 file order, in plain counts (unit "none").
+
+The file is read a line at a time into columns (frame and indent of each
+entry); the chains' stacks are then interned with NumPy, a level of depth
+at a time, and numbered as `ProfileBuilder` would number them.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import re
+from array import array
+
+import numpy as np
 
 from flamesight.formats.collapsed import as_utf8, text_lines
 from flamesight.formats.errors import FormatError
 from flamesight.model import ProfileBuilder, ProfileGroup, Unit
+from flamesight.model.stack_building import path_stacks
 
 NAME = "pmcstat"
 TITLE = "pmcstat callgraph"
@@ -52,9 +61,12 @@ def parse(data: bytes, name: str) -> ProfileGroup:
     """Read a pmcstat callgraph into one profile of sample counts."""
     builder = ProfileBuilder(name, Unit.NONE)
     frame_ids: dict[str, int] = {}
-    chain: list[int] = []  # frame ids by indent, innermost (sampled) first
+    frames = array("i")  # per callgraph entry
+    indents = array("i")  # per callgraph entry
+    ends = array("i")  # the entries that end a chain
+    weights = array("d")  # and their counts
     file: str | None = None
-    previous_count = 0
+    previous_count = ""
     previous_indent = -1
     for number, line in enumerate(text_lines(as_utf8(data)), 1):
         match = _ENTRY.match(line)
@@ -64,28 +76,47 @@ def parse(data: bytes, name: str) -> ProfileGroup:
         if len(count) > _MAX_COUNT_DIGITS:
             raise FormatError(TITLE, f"line {number}", f"sample count {count[:20]}... is too large")
         indent = len(spaces)
-        if indent > len(chain):
+        if indent > previous_indent + 1:
             raise FormatError(
                 TITLE,
                 f"line {number}",
                 f"indented {indent} spaces, more than one level below the line before",
             )
         if indent <= previous_indent:
-            _add(builder, chain, previous_indent, previous_count)
+            ends.append(len(frames) - 1)
+            weights.append(float(previous_count))
         file = obj or file
         frame = frame_ids.get(symbol)
         if frame is None:
             frame = frame_ids[symbol] = builder.frame(symbol, file)
-        del chain[indent:]
-        chain.append(frame)
-        previous_count = int(count)
+        frames.append(frame)
+        indents.append(indent)
+        previous_count = count
         previous_indent = indent
     if previous_indent < 0:
         raise FormatError(TITLE, "whole file", "no callgraph line of the form 'P%  [N]  function'")
-    _add(builder, chain, previous_indent, previous_count)
-    return ProfileGroup(name, [builder.build()])
+    ends.append(len(frames) - 1)
+    weights.append(float(previous_count))
+    callees = _callees(np.frombuffer(indents, np.int32))
+    del indents
+    # a chain's stack goes from its end (the root) to its sampled function
+    stack_table, stacks = path_stacks(
+        np.frombuffer(ends, np.int32), callees, np.frombuffer(frames, np.int32)
+    )
+    # laid end to end: each sample starts at the sum of the weights before it
+    sample_weights = np.frombuffer(weights, np.float64)
+    times = np.concatenate(([0.0], np.cumsum(sample_weights)[:-1]))
+    builder.add_samples(stacks, sample_weights, times)
+    return ProfileGroup(name, [dataclasses.replace(builder.build(), stacks=stack_table)])
 
 
-def _add(builder: ProfileBuilder, chain: list[int], deepest: int, count: int) -> None:
-    """One sample group: the chain up to `deepest`, root first, weighted `count`."""
-    builder.add_sample(builder.stack_of(reversed(chain[: deepest + 1])), float(count))
+def _callees(indents: np.ndarray) -> np.ndarray:
+    """For every entry, the entry one indent up that it calls (the last one before it); -1 at indent 0."""
+    callees = np.full(len(indents), -1, np.int64)
+    by_indent = np.argsort(indents, kind="stable")
+    bounds = np.searchsorted(indents[by_indent], np.arange(int(indents.max()) + 2))
+    for indent in range(1, len(bounds) - 1):
+        callers = by_indent[bounds[indent] : bounds[indent + 1]]
+        called = by_indent[bounds[indent - 1] : bounds[indent]]
+        callees[callers] = called[np.searchsorted(called, callers) - 1]
+    return callees

@@ -29,16 +29,27 @@ file:
 
 A frame is the function (``CLASS.function`` for methods), its file and its
 first line. Trees are walked without recursion.
+
+Both are first read with msgspec into only what matters, the other keys
+skipped without being built: a session into each record's time and the JSON
+text of its frames, which is read once per distinct text; a tree into small
+typed nodes, the file's text let go once they are read and each node once
+walked. Anything the fast reading does not take sends the file to the plain
+reading of the whole document, whose checks name the place of a problem.
 """
 
 from __future__ import annotations
 
 import math
+from typing import Annotated
 
+import msgspec
 import numpy as np
+import orjson
 
 from flamesight.formats.chrome_cpuprofile import describe_json_value, json_head_keys
 from flamesight.formats.errors import FormatError, load_json
+from flamesight.formats.json_pieces import decode_typed_json
 from flamesight.model import ProfileBuilder, ProfileGroup, Unit
 
 NAME = "pyinstrument"
@@ -46,6 +57,29 @@ TITLE = "pyinstrument session/JSON"
 
 _SELF_TIME = "[self]"
 _MAX_LINE = 2**62
+_MAX_SECONDS = 1e300
+_Seconds = Annotated[float, msgspec.Meta(ge=0, lt=_MAX_SECONDS)]
+
+
+class _Node(msgspec.Struct, gc=False):
+    """A node of a rendered tree as the fast reading takes it."""
+
+    function: str
+    time: _Seconds
+    file_path: str | None = None
+    line_no: object = None
+    class_name: object = None
+    children: tuple[_Node, ...] = ()
+
+
+class _Document(msgspec.Struct, gc=False):
+    """A session (records as their frames' JSON text and seconds) or a rendered tree."""
+
+    frame_records: list[tuple[msgspec.Raw, _Seconds]] | msgspec.UnsetType = msgspec.UNSET
+    start_call_stack: list[str] = []
+    root_frame: _Node | msgspec.UnsetType | None = msgspec.UNSET
+    target_description: object = msgspec.UNSET
+    program: object = msgspec.UNSET
 
 
 def sniff(head: bytes) -> bool:
@@ -61,6 +95,26 @@ def sniff(head: bytes) -> bool:
 
 def parse(data: bytes, name: str) -> ProfileGroup:
     """Read a pyinstrument session or rendered JSON tree into one profile in seconds."""
+    document = decode_typed_json(data, _Document)
+    if document is not None:
+        builder = ProfileBuilder(name, Unit.SECONDS)
+        description = document.target_description
+        if description is msgspec.UNSET:
+            description = document.program
+        if isinstance(description, str):
+            builder.metadata["target"] = description
+        if document.frame_records is not msgspec.UNSET:
+            if _read_typed_session(builder, document):
+                return ProfileGroup(name, [builder.build()])
+        elif document.root_frame is not msgspec.UNSET:
+            del data  # the tree holds what is needed (`formats.load` keeps no other reference)
+            _read_typed_tree(builder, document)
+            return ProfileGroup(name, [builder.build()])
+    return _parse_whole(data, name)
+
+
+def _parse_whole(data: bytes, name: str) -> ProfileGroup:
+    """The plain reading: the whole document as Python objects, checked value by value."""
     document = load_json(data, TITLE)
     if not isinstance(document, dict):
         raise FormatError(
@@ -81,7 +135,11 @@ def parse(data: bytes, name: str) -> ProfileGroup:
 
 def _seconds(value: object, where: str) -> float:
     """A finite, non-negative number of seconds."""
-    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < 1e300:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not 0 <= value < _MAX_SECONDS
+    ):
         raise FormatError(
             TITLE, where, f"expected a non-negative number, got {describe_json_value(value)}"
         )
@@ -126,9 +184,47 @@ def _read_session(builder: ProfileBuilder, document: dict) -> None:
         raise FormatError(
             TITLE, "start_call_stack", f"expected a list, got {describe_json_value(start)}"
         )
-    stem = _stem_length(
-        stacks, [_text(info, "start_call_stack").split("\x01")[0] for info in start]
-    )
+    start = [_text(info, "start_call_stack") for info in start]
+    _add_session_samples(builder, stacks, np.arange(len(stacks)), weights, start)
+
+
+def _read_typed_session(builder: ProfileBuilder, session: _Document) -> bool:
+    """Add the samples of a session read by msgspec; False (nothing added) for anything unusual."""
+    records = session.frame_records
+    weights = np.fromiter((seconds for _, seconds in records), np.float64, len(records))
+    stack_of_text: dict[bytes, int] = {}
+    stacks: list[list[str]] = []
+    record_stacks = np.empty(len(records), np.int32)
+    for index, (frames_json, _) in enumerate(records):
+        text = bytes(frames_json)
+        stack = stack_of_text.get(text)
+        if stack is None:
+            try:
+                frames = orjson.loads(text)
+            except orjson.JSONDecodeError:
+                return False
+            if type(frames) is not list or set(map(type, frames)) - {str}:
+                return False
+            stack = stack_of_text[text] = len(stacks)
+            stacks.append(frames)
+        record_stacks[index] = stack
+    _add_session_samples(builder, stacks, record_stacks, weights, session.start_call_stack)
+    return True
+
+
+def _add_session_samples(
+    builder: ProfileBuilder,
+    stacks: list[list[str]],
+    record_stacks: np.ndarray,
+    weights: np.ndarray,
+    start: list[str],
+) -> None:
+    """One sample per record: record *i* has the frames ``stacks[record_stacks[i]]``.
+
+    `stacks` are in the order of their first record, so frames and stacks are
+    made in record order whether or not equal stacks are listed once.
+    """
+    stem = _stem_length(stacks, [info.split("\x01")[0] for info in start])
     frame_ids: dict[str, int] = {}
     stack_ids = np.empty(len(stacks), np.int32)
     for index, frames in enumerate(stacks):
@@ -140,7 +236,7 @@ def _read_session(builder: ProfileBuilder, document: dict) -> None:
             if frame >= 0:
                 stack = builder.stack(stack, frame)
         stack_ids[index] = stack
-    builder.add_samples(stack_ids, weights)
+    builder.add_samples(stack_ids[record_stacks], weights)
 
 
 def _stem_length(stacks: list[list[str]], start: list[str]) -> int:
@@ -168,7 +264,7 @@ def _session_frame(builder: ProfileBuilder, info: str) -> int:
     function, _, rest = identifier.partition("\x00")
     file, _, line_text = rest.partition("\x00")
     class_name = next((a[1:] for a in attributes if a.startswith("c")), None)
-    line = int(line_text) if line_text.isdigit() and len(line_text) < 18 else None
+    line = int(line_text) if line_text.isdecimal() and len(line_text) < 18 else None
     if file == "<thread>":
         line = None
     return builder.frame(*_frame_fields(function, file, line, class_name))
@@ -218,3 +314,42 @@ def _read_tree(builder: ProfileBuilder, root: object) -> None:
             (child, f"{where}.children[{index}]", stack)
             for index, child in reversed(list(enumerate(children)))
         )
+
+
+def _read_typed_tree(builder: ProfileBuilder, document: _Document) -> None:
+    """`_read_tree` for a tree read by msgspec (its times already checked).
+
+    Each node is let go once read: the document no longer holds the root,
+    nor a node its children.
+    """
+    pending: list[tuple[_Node, int]] = []
+    if document.root_frame is not None:
+        pending.append((document.root_frame, -1))
+    document.root_frame = None
+    frame_of_fields: dict[tuple, int] = {}
+    while pending:
+        node, parent = pending.pop()
+        total = node.time
+        if node.function == _SELF_TIME:
+            if total > 0:
+                builder.add_sample(parent, total)
+            continue
+        line, class_name = node.line_no, node.class_name
+        fields = (
+            node.function,
+            node.file_path,
+            line if type(line) is int else None,
+            class_name if type(class_name) is str else None,
+        )
+        frame = frame_of_fields.get(fields)
+        if frame is None:
+            frame = frame_of_fields[fields] = builder.frame(*_frame_fields(*fields))
+        stack = builder.stack(parent, frame)
+        children, node.children = node.children, ()
+        inner = 0.0
+        for child in children:
+            inner += child.time
+        own = total - inner
+        if own > 0 and not math.isclose(total, inner, rel_tol=1e-9, abs_tol=1e-9):
+            builder.add_sample(stack, own)
+        pending.extend((child, stack) for child in reversed(children))

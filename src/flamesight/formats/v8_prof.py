@@ -27,19 +27,32 @@ The log is first resolved the way the tick processor resolves it (a code
 map updated event by event, each tick's addresses looked up when the tick is
 seen) and then read like the JSON. Native frames are named after their
 library ("(LIB) /usr/bin/node"), since symbol names are not in the log.
+
+The log is read a line at a time, as bytes: of a tick line that differs
+from one seen since the code map last changed only in its time, only the
+time is read. The JSON's ``ticks`` list, nearly all of a big file, is read
+a piece at a time (`json_pieces`), the rest whole. Each distinct stack is
+resolved once, and the stack table is made with NumPy
+(`flamesight.model.stack_building.path_stacks`).
 """
 
 from __future__ import annotations
 
 import bisect
+import dataclasses
+import io
 import re
+from array import array
 from dataclasses import dataclass, field
+from itertools import chain, repeat
 
 import numpy as np
 
 from flamesight.formats.chrome_cpuprofile import describe_json_value, json_head_keys
 from flamesight.formats.errors import FormatError, load_json, shorten
-from flamesight.model import Profile, ProfileBuilder, ProfileGroup, Unit
+from flamesight.formats.json_pieces import ListPieces, list_opener
+from flamesight.model import Profile, ProfileBuilder, ProfileGroup, StackTable, Unit
+from flamesight.model.stack_building import path_stacks
 
 NAME = "v8-prof"
 TITLE = "V8 --prof log"
@@ -66,6 +79,7 @@ _PAGE_BITS = 12
 _CODE_MAP_EVENTS = frozenset({"code-creation", "code-move", "code-delete", "shared-library"})
 _MAX_INT = 2**31
 _UNKNOWN = ("(unknown type)", None, None, None)
+_TICKS_LIST = list_opener("ticks")
 
 
 def sniff(head: bytes) -> bool:
@@ -85,16 +99,25 @@ def sniff(head: bytes) -> bool:
 def parse(data: bytes, name: str) -> ProfileGroup:
     """Read a ``--prof`` log or its preprocessed JSON into a group of one profile."""
     if data.lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"{"):
-        codes, times, stacks = _read_json(data)
+        codes, times, tick_stacks, stacks = _read_json(data)
     else:
-        codes, times, stacks = _read_log(data)
-    return ProfileGroup(name, [_profile(name, codes, times, stacks)])
+        codes, times, tick_stacks, stacks = _read_log(data)
+    return ProfileGroup(name, [_profile(name, codes, times, tick_stacks, stacks)])
 
 
 # the preprocessed JSON
 
 
-def _read_json(data: bytes) -> tuple[list, list[float], list[tuple[int, ...]]]:
+def _read_json(data: bytes) -> tuple[list, list[float], array, list[tuple[int, ...]]]:
+    """The code entries, tick times, tick stack indices and distinct stacks of the JSON.
+
+    The ``ticks`` list, almost all of a big file, is read a piece at a time
+    (`json_pieces.ListPieces`) when that works out exactly; otherwise, or
+    when a tick needs an error message, the document is read whole.
+    """
+    in_pieces = _read_json_in_pieces(data)
+    if in_pieces is not None:
+        return in_pieces
     document = load_json(data, TITLE)
     if not isinstance(document, dict):
         raise FormatError(TITLE, "$", f"expected an object, got {describe_json_value(document)}")
@@ -104,36 +127,98 @@ def _read_json(data: bytes) -> tuple[list, list[float], list[tuple[int, ...]]]:
     ticks = document.get("ticks")
     if not isinstance(ticks, list):
         raise FormatError(TITLE, "$.ticks", f"expected a list, got {describe_json_value(ticks)}")
-    times: list[float] = []
-    stacks: list[tuple[int, ...]] = []
-    distinct: dict[tuple[int, ...], tuple[int, ...]] = {}
-    for index, tick in enumerate(ticks):
-        where = f"$.ticks[{index}]"
-        if not isinstance(tick, dict):
-            raise FormatError(TITLE, where, f"expected an object, got {describe_json_value(tick)}")
-        time = tick.get("tm")
-        if not isinstance(time, int | float) or isinstance(time, bool):
-            raise FormatError(
-                TITLE, f"{where}.tm", f"expected a time, got {describe_json_value(time)}"
-            )
-        entries = tick.get("s")
-        if not isinstance(entries, list):
-            raise FormatError(
-                TITLE, f"{where}.s", f"expected a list, got {describe_json_value(entries)}"
-            )
-        # Pairs of (code index, offset), innermost first; speedscope reads the indices.
-        ids = tuple(entries[-2::-2])
-        for position, code in enumerate(ids):
-            if not isinstance(code, int) or isinstance(code, bool):
-                at = len(entries) - 2 - 2 * position
+    columns = _TickColumns()
+    columns.add(ticks)
+    return codes, columns.times, columns.tick_stacks, list(columns.distinct)
+
+
+def _read_json_in_pieces(
+    data: bytes,
+) -> tuple[list, list[float], array, list[tuple[int, ...]]] | None:
+    """`_read_json`'s result with the ticks read a piece at a time, or None to read it whole.
+
+    None when the ``ticks`` list is not found or not read in pieces, when a
+    tick fails a check (the whole reading names it), or when the skeleton is
+    not an object with a ``code`` list and this ``ticks`` list.
+    """
+    pieces = ListPieces(data)
+    opener = pieces.find(_TICKS_LIST)
+    if opener is None:
+        return None
+    columns = _TickColumns()
+    if pieces.read_items(opener.end(), columns.add_if_valid, columns) is None:
+        return None
+    skeleton = pieces.skeleton()
+    if not isinstance(skeleton, dict) or pieces.result(skeleton.get("ticks")) is not columns:
+        return None
+    codes = skeleton.get("code")
+    if not isinstance(codes, list):
+        return None
+    return codes, columns.times, columns.tick_stacks, list(columns.distinct)
+
+
+class _TickColumns:
+    """Tick times and stack indices (into the distinct stacks), added a list of ticks at a time."""
+
+    def __init__(self) -> None:
+        self.times: list[float] = []
+        self.tick_stacks = array("i")
+        self.distinct: dict[tuple[int, ...], int] = {}  # code indices, root first -> index
+        self.code_ints: dict[int, int] = {}
+
+    def add(self, ticks: list) -> None:
+        """Add ticks (JSON values) that follow those added so far, checking each.
+
+        Types are compared exactly (``type(x) is dict``): JSON values are of
+        the built-in types themselves, and a bool is not an int here.
+        """
+        for index, tick in enumerate(ticks, len(self.times)):
+            if type(tick) is not dict:
                 raise FormatError(
                     TITLE,
-                    f"{where}.s[{at}]",
-                    f"expected a code index, got {describe_json_value(code)}",
+                    f"$.ticks[{index}]",
+                    f"expected an object, got {describe_json_value(tick)}",
                 )
-        times.append(time)
-        stacks.append(distinct.setdefault(ids, ids))  # equal stacks share one tuple
-    return codes, times, stacks
+            time = tick.get("tm")
+            if type(time) is not int and type(time) is not float:
+                raise FormatError(
+                    TITLE,
+                    f"$.ticks[{index}].tm",
+                    f"expected a time, got {describe_json_value(time)}",
+                )
+            entries = tick.get("s")
+            if type(entries) is not list:
+                raise FormatError(
+                    TITLE,
+                    f"$.ticks[{index}].s",
+                    f"expected a list, got {describe_json_value(entries)}",
+                )
+            # Pairs of (code index, offset), innermost first; speedscope reads the indices.
+            ids = tuple(entries[-2::-2])
+            if not set(map(type, ids)) <= {int}:  # the usual case is checked at C speed
+                at = next(
+                    len(entries) - 2 - 2 * i for i, code in enumerate(ids) if type(code) is not int
+                )
+                raise FormatError(
+                    TITLE,
+                    f"$.ticks[{index}].s[{at}]",
+                    f"expected a code index, got {describe_json_value(entries[at])}",
+                )
+            stack = self.distinct.get(ids)
+            if stack is None:
+                # one int object per code index, not one per mention (JSON gives each its own)
+                ids = tuple(map(self.code_ints.setdefault, ids, ids))
+                stack = self.distinct[ids] = len(self.distinct)
+            self.times.append(time)
+            self.tick_stacks.append(stack)
+
+    def add_if_valid(self, ticks: list) -> bool:
+        """`add` the ticks if all pass its checks; False (some added) if one does not."""
+        try:
+            self.add(ticks)
+        except FormatError:
+            return False
+        return True
 
 
 def _code_frame(code: object, where: str) -> tuple[str, str | None, int | None, int | None]:
@@ -202,8 +287,14 @@ def _small_int(digits: str) -> int:
     return int(digits) if len(digits) < 10 else _MAX_INT - 2
 
 
-def _profile(name: str, codes: list, times: list[float], stacks: list[tuple[int, ...]]) -> Profile:
-    """Ticks in time order, each weighing the time since the previous one."""
+def _profile(
+    name: str, codes: list, times: list[float], tick_stacks: array, stacks: list[tuple[int, ...]]
+) -> Profile:
+    """Ticks in time order, each weighing the time since the previous one.
+
+    Tick *i* has the code indices ``stacks[tick_stacks[i]]``, root first.
+    Frames and stacks are made in the order the ticks show them in time.
+    """
     builder = ProfileBuilder(name, Unit.MICROSECONDS, sampled=True)
     count = len(times)
     tick_times = np.array(times, np.float64) if count else np.zeros(0)
@@ -216,33 +307,53 @@ def _profile(name: str, codes: list, times: list[float], stacks: list[tuple[int,
         weights = np.diff(tick_times, prepend=0.0)
     if count and not np.isfinite(weights).all():
         raise FormatError(TITLE, "ticks", "the tick times run past the largest number")
-    frames: dict[int, int] = {}
-    interned: dict[tuple[int, ...], int] = {}
-    code_count = len(codes)
-    tick_stacks = np.empty(count, np.int64)
-    for position, index in enumerate(order.tolist()):
-        ids = stacks[index]
-        stack = interned.get(ids)
-        if stack is None:
-            stack = -1
-            for code in ids:
-                if code == -1:
-                    continue
-                frame = frames.get(code)
-                if frame is None:
-                    if code > code_count:
-                        fields = (f"0x{code:x}", None, None, None)
-                    elif 0 <= code < code_count:
-                        fields = _code_frame(codes[code], f"$.code[{code}]")
-                    else:
-                        fields = _UNKNOWN
-                    frame = frames[code] = builder.frame(*fields)
-                stack = builder.stack(stack, frame)
-            interned[ids] = stack
-        tick_stacks[position] = stack
+    stack_of_tick = np.frombuffer(tick_stacks, np.int32)[order]
+    used, first_tick = np.unique(stack_of_tick, return_index=True)
+    used = used[np.argsort(first_tick)]  # distinct stacks by their first tick in time
+    stack_table, stack_of_used = _stack_table(builder, codes, [stacks[i] for i in used.tolist()])
+    resolved = np.full(len(stacks), -1, np.int64)
+    resolved[used] = stack_of_used
     keep = weights > 0
-    builder.add_samples(tick_stacks[keep], weights[keep], tick_times[keep] - weights[keep])
-    return builder.build()
+    builder.add_samples(
+        resolved[stack_of_tick[keep]], weights[keep], tick_times[keep] - weights[keep]
+    )
+    return dataclasses.replace(builder.build(), stacks=stack_table)
+
+
+def _stack_table(
+    builder: ProfileBuilder, codes: list, stacks: list[tuple[int, ...]]
+) -> tuple[StackTable, np.ndarray]:
+    """The stack table of stacks of code indices (root first), and the stack of each.
+
+    Frames are made in the order the stacks name the codes; -1 (no code)
+    is left out, and a stack of nothing else is -1.
+    """
+    frame_of_code = dict.fromkeys(chain.from_iterable(stacks))  # codes in order of first use
+    frame_of_code.pop(-1, None)
+    code_count = len(codes)
+    for code in frame_of_code:
+        if code > code_count:
+            fields = (f"0x{code:x}", None, None, None)
+        elif 0 <= code < code_count:
+            fields = _code_frame(codes[code], f"$.code[{code}]")
+        else:
+            fields = _UNKNOWN
+        frame_of_code[code] = builder.frame(*fields)
+    lengths = np.fromiter(map(len, stacks), np.int64, len(stacks))
+    entries = chain.from_iterable(stacks)
+    frames = np.fromiter(map(frame_of_code.get, entries, repeat(-1)), np.int32, lengths.sum())
+    owner = np.repeat(np.arange(len(stacks), dtype=np.int32), lengths)
+    known = frames >= 0
+    frames, owner = frames[known], owner[known]
+    # The entries of a stack follow each other, root first: each goes on to
+    # the next one, the last to -1.
+    starts = np.flatnonzero(np.diff(owner, prepend=-1))
+    next_entry = np.arange(1, len(owner) + 1, dtype=np.int32)
+    next_entry[np.flatnonzero(np.diff(owner, append=len(stacks)))] = -1
+    table, path_stack = path_stacks(starts, next_entry, frames)
+    stack_of = np.full(len(stacks), -1, np.int64)
+    stack_of[owner[starts]] = path_stack
+    return table, stack_of
 
 
 # the log
@@ -256,6 +367,8 @@ class _CodeMap:
     library_starts: list[int] = field(default_factory=list)
     library_entries: list[tuple[int, int]] = field(default_factory=list)  # (end, code id)
     page_ranges: list[tuple[int, int]] = field(default_factory=list)  # sorted, merged
+    page_lows: list[int] = field(default_factory=list)  # of the merged ranges
+    page_highs: list[int] = field(default_factory=list)
     starts: list[int] = field(default_factory=list)
     entries: dict[int, tuple[int, int]] = field(default_factory=dict)  # start -> (size, code id)
     _pages_merged: bool = True
@@ -278,19 +391,19 @@ class _CodeMap:
         self.page_ranges.append((first, last))
         self._pages_merged = False
 
-    def _merged_pages(self) -> list[tuple[int, int]]:
-        """The marked page ranges, sorted and merged (once per batch of libraries)."""
-        if not self._pages_merged:
-            ranges = sorted(self.page_ranges)
-            merged = ranges[:1]
-            for low, high in ranges[1:]:
-                if low <= merged[-1][1] + 1:
-                    merged[-1] = (merged[-1][0], max(merged[-1][1], high))
-                else:
-                    merged.append((low, high))
-            self.page_ranges = merged
-            self._pages_merged = True
-        return self.page_ranges
+    def _merge_pages(self) -> None:
+        """Sort and merge the marked page ranges (once per batch of libraries)."""
+        ranges = sorted(self.page_ranges)
+        merged = ranges[:1]
+        for low, high in ranges[1:]:
+            if low <= merged[-1][1] + 1:
+                merged[-1] = (merged[-1][0], max(merged[-1][1], high))
+            else:
+                merged.append((low, high))
+        self.page_ranges = merged
+        self.page_lows = [low for low, _ in merged]
+        self.page_highs = [high for _, high in merged]
+        self._pages_merged = True
 
     def add_code(
         self, code: tuple[str, str, str | None], start: int, size: int, replace: bool
@@ -343,10 +456,11 @@ class _CodeMap:
 
     def find(self, address: int) -> int:
         """The code id covering `address`, -1 when none does."""
+        if not self._pages_merged:
+            self._merge_pages()
         page = address >> _PAGE_BITS
-        ranges = self._merged_pages()
-        at = bisect.bisect_right(ranges, (page, float("inf"))) - 1
-        if at >= 0 and ranges[at][0] <= page <= ranges[at][1]:
+        at = bisect.bisect_right(self.page_lows, page) - 1
+        if at >= 0 and page <= self.page_highs[at]:
             at = bisect.bisect_right(self.library_starts, address) - 1
             if at >= 0 and address < self.library_entries[at][0]:
                 return self.library_entries[at][1]
@@ -360,53 +474,44 @@ class _CodeMap:
         return -1
 
 
-def _read_log(data: bytes) -> tuple[list, list[float], list[tuple[int, ...]]]:
+def _read_log(data: bytes) -> tuple[list, list[int], array, list[tuple[int, ...]]]:
+    """The code entries, tick times, tick stack indices and distinct stacks of a log.
+
+    Lines are read one at a time, as bytes. A tick line without quotes or
+    backslashes is remembered without its time until the code map next
+    changes: a later tick line that differs only in its time has the same
+    stack, so only its time is read.
+    """
     code_map = _CodeMap()
     found: dict[int, int] = {}  # code ids of addresses looked up since the code map last changed
-    times: list[float] = []
-    stacks: list[tuple[int, ...]] = []
-    distinct: dict[tuple[int, ...], tuple[int, ...]] = {}
-    for number, raw in enumerate(data.split(b"\n"), 1):
+    seen_ticks: dict[bytes, int] = {}  # tick lines without their time -> stack index, as `found`
+    times: list[int] = []
+    tick_stacks = array("i")
+    distinct: dict[tuple[int, ...], int] = {}
+    for number, raw in enumerate(io.BytesIO(data), 1):
+        tick = _tick_without_time(raw)
+        stack = seen_ticks.get(tick[0]) if tick else None
+        time = _ascii_decimal(tick[1]) if tick and stack is not None else None
+        if time is not None:
+            times.append(time)
+            tick_stacks.append(stack)
+            continue
+        raw = raw.removesuffix(b"\n")
         if not raw.strip():
             continue
         line = raw.decode("utf-8", "replace").rstrip("\r")
         event, _, rest = line.partition(",")
         if event == "tick":
-            fields = _fields(rest)
-            if len(fields) < 5:
-                raise FormatError(
-                    TITLE, f"line {number}", f"a tick with {len(fields)} fields: {shorten(line)}"
-                )
-            pc = _address(fields[0], number, "program counter")
-            time = _decimal(fields[1], number, "time")
-            if _decimal(fields[2], number, "external-callback flag"):
-                pc = _address(fields[3], number, "external callback")
-            addresses = [pc]
-            previous = pc
-            for frame in fields[5:]:
-                if frame[:1] in ("+", "-"):
-                    try:
-                        previous += int(frame, 16)
-                    except ValueError:
-                        continue
-                    addresses.append(previous)
-                elif frame[:1] != "o" and frame:  # "overflow" marks a cut stack
-                    try:
-                        addresses.append(int(frame, 16))
-                    except ValueError:
-                        continue
+            time, stack_ids = _tick(rest, number, line, code_map, found)
+            stack = distinct.setdefault(stack_ids, len(distinct))
             times.append(time)
-            stack = []
-            for address in reversed(addresses):
-                code = found.get(address)
-                if code is None:
-                    code = found[address] = code_map.find(address)
-                stack.append(code)
-            stack_ids = tuple(stack)
-            stacks.append(distinct.setdefault(stack_ids, stack_ids))
+            tick_stacks.append(stack)
+            if tick and b'"' not in raw and b"\\" not in raw:
+                seen_ticks[tick[0]] = stack
             continue
         if event in _CODE_MAP_EVENTS:
             found.clear()
+            seen_ticks.clear()
         if event == "code-creation":
             fields = _fields(rest)
             if len(fields) < 6:
@@ -449,7 +554,64 @@ def _read_log(data: bytes) -> tuple[list, list[float], list[tuple[int, ...]]]:
         {"type": code_type, "name": code_name, "kind": kind}
         for code_type, code_name, kind in code_map.codes
     ]
-    return codes, times, stacks
+    return codes, times, tick_stacks, list(distinct)
+
+
+def _tick_without_time(raw: bytes) -> tuple[bytes, bytes] | None:
+    """A ``tick`` line's bytes with its time field left out, and that field; None for other lines."""
+    if not raw.startswith(b"tick,"):
+        return None
+    time_start = raw.find(b",", 5) + 1
+    time_end = raw.find(b",", time_start) if time_start else -1
+    if time_end < 0:
+        return None
+    return raw[:time_start] + raw[time_end:], raw[time_start:time_end]
+
+
+def _ascii_decimal(text: bytes) -> int | None:
+    """The number `_decimal` reads from `text` if `text` is ASCII and one; else None."""
+    if len(text) > 20:
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        return None
+
+
+def _tick(
+    rest: str, number: int, line: str, code_map: _CodeMap, found: dict[int, int]
+) -> tuple[int, tuple[int, ...]]:
+    """The time and the code ids (root first) of a ``tick`` line whose fields are `rest`."""
+    fields = _fields(rest)
+    if len(fields) < 5:
+        raise FormatError(
+            TITLE, f"line {number}", f"a tick with {len(fields)} fields: {shorten(line)}"
+        )
+    pc = _address(fields[0], number, "program counter")
+    time = _decimal(fields[1], number, "time")
+    if _decimal(fields[2], number, "external-callback flag"):
+        pc = _address(fields[3], number, "external callback")
+    addresses = [pc]
+    previous = pc
+    for frame in fields[5:]:
+        if frame[:1] in ("+", "-"):
+            try:
+                previous += int(frame, 16)
+            except ValueError:
+                continue
+            addresses.append(previous)
+        elif frame[:1] != "o" and frame:  # "overflow" marks a cut stack
+            try:
+                addresses.append(int(frame, 16))
+            except ValueError:
+                continue
+    stack = []
+    for address in reversed(addresses):
+        code = found.get(address)
+        if code is None:
+            code = found[address] = code_map.find(address)
+        stack.append(code)
+    return time, tuple(stack)
 
 
 def _fields(text: str) -> list[str]:
