@@ -8,6 +8,8 @@ not take to the plain reading, whose errors name the place.
 
 from __future__ import annotations
 
+import json
+import math
 import random
 
 import msgspec
@@ -16,7 +18,7 @@ import orjson
 import pytest
 
 from flamesight.formats import FormatError, chrome_trace, json_pieces, load, pyinstrument, safari
-from flamesight.model import ProfileBuilder, ProfileGroup, Unit
+from flamesight.model import Profile, ProfileBuilder, ProfileGroup, Unit
 
 
 def assert_same(got: ProfileGroup, expected: ProfileGroup) -> None:
@@ -167,6 +169,22 @@ def test_pyinstrument_session_fast_reading_matches_the_plain_one(seed: int) -> N
     assert got.profiles[0].metadata == {"target": "Program: app.py"}
 
 
+def test_pyinstrument_session_equal_frames_in_texts_written_differently() -> None:
+    frames = [*START, "main\x00/srv/app.py\x0010", "[self]"]
+    text = orjson.dumps(frames)
+    spaced = text.replace(b",", b", ")  # another text, the same frames
+    records = b"[[%s,0.5],[%s,0.25],[%s,0.125]]" % (text, orjson.dumps(frames[:3]), spaced)
+    data = session([]).replace(b'"frame_records":[]', b'"frame_records":' + records)
+    document = pyinstrument.decode_typed_json(data, pyinstrument._Document)
+    assert pyinstrument._read_typed_session(ProfileBuilder("x", Unit.SECONDS), document)
+    got = pyinstrument.parse(data, "run.pyisession")
+    assert_same(got, pyinstrument._parse_whole(data, "run.pyisession"))
+    profile = got.profiles[0]
+    assert profile.samples.stack.tolist() == [1, 1, 1]  # the stem trimmed, [self] dropped
+    assert profile.stacks.frames_of(1) == [0, 1] and profile.frames[0].name == "_run_code"
+    assert profile.samples.weight.tolist() == [0.5, 0.25, 0.125]
+
+
 def test_pyinstrument_session_errors_still_name_the_place() -> None:
     records = session_records(5, 6)
     records[3] = [records[3][0], True]
@@ -184,34 +202,154 @@ def test_pyinstrument_session_errors_still_name_the_place() -> None:
 # pyinstrument rendered trees
 
 
-def tree_node(rng: random.Random, depth: int) -> dict:
-    name = rng.choice(["main", "run", "[self]", "λ"])
-    children = [tree_node(rng, depth + 1) for _ in range(rng.randint(0, 3 if depth < 4 else 0))]
+NAMES = ["main", "run", "[self]", "λ", 'say "hi"\\', "C:\\app\\x.py"]
+
+
+def tree_node(rng: random.Random, depth: int, odd: bool = False) -> dict:
+    """A random node; `odd` adds values pyinstrument never writes (the fast reading leaves them)."""
+    name = rng.choice(NAMES)
+    children = [
+        tree_node(rng, depth + 1, odd) for _ in range(rng.randint(0, 3 if depth < 4 else 0))
+    ]
     node = {
         "function": name,
         "file_path_short": "app.py",
-        "file_path": rng.choice(["/srv/app.py", "", None, "/srv/ünï.py"]),
-        "line_no": rng.choice([1, 7, 0, None, True, "3", 2**62]),
+        "file_path": rng.choice(["/srv/app.py", "", None, "/srv/ünï.py", "C:\\app\\x.py"]),
+        "line_no": rng.choice([1, 7, 0, None, 2**40, 10**18] + ([True, "3", 2**62] if odd else [])),
         "time": sum(child["time"] for child in children) + rng.choice([0.0, 0.001, 0.25]),
         "await_time": 0.0,
         "is_application_code": True,
         "children": children,
     }
     if rng.random() < 0.5:
-        node["class_name"] = rng.choice(["App", "", None, 3])
+        node["class_name"] = rng.choice(["App", "", None] + ([3] if odd else []))
     return node
 
 
-@pytest.mark.parametrize("seed", [7, 8, 9])
-def test_pyinstrument_tree_fast_reading_matches_the_plain_one(seed: int) -> None:
-    root = tree_node(random.Random(seed), 0)
-    root["function"] = "<module>"
-    data = orjson.dumps({"sample_count": 9, "target_description": "x", "root_frame": root})
+def tree_document(root: object, style: str = "orjson") -> bytes:
+    document = {"sample_count": 9, "target_description": "x", "root_frame": root}
+    if style == "ascii":  # as pyinstrument writes it: ``"key": value``, \\u escapes
+        return json.dumps(document).encode()
+    if style == "indented":
+        return json.dumps(document, indent=1, ensure_ascii=False).encode()
+    return orjson.dumps(document)
+
+
+def typed_tree(data: bytes) -> object:
+    """The tree of `data` as the fast reading reads it (UNSET when it does not take it)."""
     document = pyinstrument.decode_typed_json(data, pyinstrument._Document)
-    assert isinstance(document.root_frame, pyinstrument._Node)  # the tree is read typed
+    return pyinstrument._decode_tree(document.root_frame)
+
+
+def reference_tree(data: bytes) -> Profile:
+    """The tree read node by node into a `ProfileBuilder`, samples added one at a time."""
+    document = orjson.loads(data)
+    builder = ProfileBuilder("t.json", Unit.SECONDS)
+    builder.metadata["target"] = document["target_description"]
+    pending = [(document["root_frame"], -1)]
+    while pending:
+        node, parent = pending.pop()
+        if node["function"] == "[self]":
+            if node["time"] > 0:
+                builder.add_sample(parent, node["time"])
+            continue
+        line, class_name = node.get("line_no"), node.get("class_name")
+        name = f"{class_name}.{node['function']}" if class_name else node["function"]
+        line = line if type(line) is int and 0 < line < 2**62 else None
+        stack = builder.stack(parent, builder.frame(name, node.get("file_path") or None, line))
+        inner = 0.0
+        for child in node["children"]:
+            inner += child["time"]
+        if node["time"] - inner > 0 and not math.isclose(node["time"], inner, abs_tol=1e-9):
+            builder.add_sample(stack, node["time"] - inner)
+        pending.extend((child, stack) for child in reversed(node["children"]))
+    return builder.build()
+
+
+@pytest.mark.parametrize(
+    ("seed", "style"), [(7, "orjson"), (8, "ascii"), (9, "indented"), (10, "ascii")]
+)
+def test_pyinstrument_tree_fast_reading_matches_the_plain_one(seed: int, style: str) -> None:
+    rng = random.Random(seed)
+    children = [tree_node(rng, 1) for _ in range(4)]
+    root = {"function": "<module>", "time": sum(c["time"] for c in children), "children": children}
+    data = tree_document(root, style)
+    assert isinstance(typed_tree(data), pyinstrument._Node)  # the tree is read typed
     got = pyinstrument.parse(data, "t.json")
     assert len(got.profiles[0].samples) > 0
+    expected = pyinstrument._parse_whole(data, "t.json")
+    assert_same(got, expected)
+    assert_same(ProfileGroup("t.json", [reference_tree(data)]), expected)  # as before the columns
+
+
+def test_pyinstrument_tree_nodes_share_their_values() -> None:
+    def node(time: float, children: list) -> dict:
+        fields = {"function": "wörk", "file_path": "C:\\a.py", "line_no": 1234, "class_name": "K"}
+        return {**fields, "time": time, "children": children}
+
+    root = typed_tree(tree_document(node(2.0, [node(0.5, []), node(0.5, [])]), "ascii"))
+    first, second = root.children
+    for field in ("function", "file_path", "line_no", "class_name"):
+        assert getattr(first, field) is getattr(second, field) is getattr(root, field)
+    assert (root.function, root.file_path, root.line_no) == ("wörk", "C:\\a.py", 1234)
+
+
+@pytest.mark.parametrize("seed", [11, 12])
+def test_pyinstrument_unusual_tree_values_are_read_plainly(seed: int) -> None:
+    rng = random.Random(seed)
+    root = {"function": "<module>", "time": 9.0, "line_no": True, "children": []}
+    root["children"] = [tree_node(rng, 1, odd=True) for _ in range(3)]
+    data = tree_document(root)
+    assert typed_tree(data) is msgspec.UNSET
+    assert_same(pyinstrument.parse(data, "t.json"), pyinstrument._parse_whole(data, "t.json"))
+
+
+def test_pyinstrument_tree_values_the_patterns_miss_are_read_plainly() -> None:
+    # a key written with an escape: its value is not among those the patterns find
+    data = (
+        b'{"sample_count": 1, "root_frame": {"\\u0066unction": "f", "file_path": "a", "time": 1}}'
+    )
+    assert typed_tree(data) is msgspec.UNSET
+    got = pyinstrument.parse(data, "t.json")
     assert_same(got, pyinstrument._parse_whole(data, "t.json"))
+    assert got.profiles[0].frames[0].name == "f"
+    # keys inside strings add values no node has, which does no harm
+    inside = b'"file_path": "function\\": \\"g\\", \\"line_no\\": 5"'
+    data = b'{"sample_count": 1, "root_frame": {"function": "f", %s, "time": 1}}' % inside
+    assert isinstance(typed_tree(data), pyinstrument._Node)
+    assert_same(pyinstrument.parse(data, "t.json"), pyinstrument._parse_whole(data, "t.json"))
+
+
+def test_pyinstrument_tree_self_time_at_the_root() -> None:
+    root = {"function": "[self]", "time": 0.5, "children": [{"function": "lost", "time": 0.5}]}
+    data = tree_document(root)
+    assert isinstance(typed_tree(data), pyinstrument._Node)
+    profile = pyinstrument.parse(data, "t.json").profiles[0]
+    assert profile.samples.stack.tolist() == [-1] and len(profile.frames) == 0
+    assert_same(ProfileGroup("t.json", [profile]), pyinstrument._parse_whole(data, "t.json"))
+
+
+def test_pyinstrument_mutated_trees_read_as_the_plain_reading_reads_them() -> None:
+    rng = random.Random(14)
+    children = [tree_node(rng, 1) for _ in range(3)]
+    root = {"function": "<module>", "time": 9.0, "line_no": 3, "children": children}
+    original = tree_document(root, "ascii")
+    replacements = b'"\\:,{}[]0123456789.-e tnul'
+    for _ in range(400):
+        data = bytearray(original)
+        for _ in range(rng.randint(1, 3)):
+            at = rng.randrange(len(data))
+            if rng.random() < 0.3:
+                del data[at]
+            else:
+                data[at] = rng.choice(replacements)
+        try:
+            expected = pyinstrument._parse_whole(bytes(data), "m.json")
+        except FormatError:
+            with pytest.raises(FormatError):
+                pyinstrument.parse(bytes(data), "m.json")
+        else:
+            assert_same(pyinstrument.parse(bytes(data), "m.json"), expected)
 
 
 def test_pyinstrument_tree_errors_still_name_the_place() -> None:
@@ -227,7 +365,12 @@ def test_pyinstrument_tree_errors_still_name_the_place() -> None:
         "pyinstrument session/JSON, root_frame.children[0].function: "
         "expected a string, got the number 5"
     )
+    root["children"] = [{"function": "x", "time": 0.5, "children": {}}]
+    assert error_of(orjson.dumps({"sample_count": 1, "root_frame": root})) == (
+        "pyinstrument session/JSON, root_frame.children[0].children: expected a list, got an object"
+    )
     empty = orjson.dumps({"sample_count": 0, "root_frame": None})
+    assert typed_tree(empty) is None
     assert len(pyinstrument.parse(empty, "e.json").profiles[0].samples) == 0
 
 
