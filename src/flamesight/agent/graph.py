@@ -71,7 +71,7 @@ from flamesight.agent.tools import LoadedProfiles, ToolFailure, find_tool, tools
 from flamesight.analysis import summary
 from flamesight.llm import ApiKey, Auth, ClientCredentials, LLMError, Settings, scrub
 from flamesight.llm.auth import connection_problem
-from flamesight.llm.endpoint import turn_http_client
+from flamesight.llm.endpoint import checked_http_client, turn_http_client
 from flamesight.llm.errors import Failure
 
 log = logging.getLogger(__name__)
@@ -347,6 +347,7 @@ class ChatAgent:
         if self._http_client is None:
             self._http_client = turn_http_client(settings)
         common["http_async_client"] = self._http_client
+        common["http_client"] = checked_http_client(settings)  # unused, but made on construction
         if settings.provider == "azure":
             credential = (
                 {"azure_ad_token": key}
