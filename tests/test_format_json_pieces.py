@@ -9,6 +9,7 @@ of a bad value.
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import random
@@ -246,11 +247,21 @@ def assert_same_group(got: ProfileGroup, expected: list[Profile], active: int) -
 
 
 @pytest.mark.parametrize("indent", [False, True])
-def test_gecko_tables_read_in_pieces_give_the_row_by_row_profiles(indent: bool) -> None:
+def test_gecko_tables_read_in_pieces_give_the_row_by_row_profiles(
+    indent: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
     data = orjson.dumps(gecko_document(3), option=orjson.OPT_INDENT_2 if indent else 0)
+    pieces: dict[int, int] = {}  # pieces of rows added, per table
+    add = firefox._TableColumns.add
+
+    def counted_add(table: firefox._TableColumns, rows: list) -> bool:
+        pieces[id(table)] = pieces.get(id(table), 0) + 1
+        return add(table, rows)
+
+    monkeypatch.setattr(firefox._TableColumns, "add", counted_add)
     read = firefox._read_in_pieces(data)
     assert read is not None
-    assert all(len(tables.samples._chunks[0]) > 1 for tables in read[2])  # several pieces
+    assert all(pieces[id(tables.samples)] > 1 for tables in read[2])  # several pieces
     group = firefox.parse(data, "gecko.json")
     assert [p.name for p in group.profiles] == ["worker 0", "GeckoMain", "GeckoMain (2)"]
     assert sum(len(p.samples) for p in group.profiles) > 50_000
@@ -279,29 +290,32 @@ def test_gecko_small_tables_read_in_pieces_give_the_same_profiles(
     data = orjson.dumps(document, option=orjson.OPT_INDENT_2)
     read = firefox._read_in_pieces(data)
     assert read is not None
-    assert [len(tables.samples._chunks[0]) > 0 for tables in read[2]] == [False, True, True]
+    assert [tables.samples.count > 0 for tables in read[2]] == [False, True, True]
     assert_same_group(firefox.parse(data, "s.json"), checked_reading(data, "s.json"), 1)
 
 
-def test_gecko_very_deep_stack_table_is_walked_row_by_row(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+@pytest.mark.parametrize("extra", [0, 1, 50])
+def test_gecko_stack_table_at_the_level_limit(extra: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A stack table `_MAX_LEVELS` deep is interned a level at a time; deeper ones are
+    walked row by row. Both give the row-by-row reading's profile."""
     walked = []
     walk = firefox._walked_stacks
     monkeypatch.setattr(firefox, "_walked_stacks", lambda *args: walked.append(1) or walk(*args))
-    depth = firefox._MAX_LEVELS + 50
+    depth = firefox._MAX_LEVELS + extra  # of the deepest row: rows 0 .. depth
     stacks = [[None, 0]] + [[index, index % 3] for index in range(depth)]
     thread = {
         "name": "GeckoMain",
-        "samples": {"data": [[depth, 1.0], [depth // 2, 2.0], [None, 3.0], [0, 4.0]]},
+        "samples": {"data": [[depth, 1.0], [depth - 7, 2.0], [None, 3.0], [0, 4.0], [5, 6.5]]},
         "stackTable": {"data": stacks},
         "frameTable": {"data": [[0], [1], [2]]},
         "stringTable": ["a (x.js:1)", "js::RunScript", "b (y.js:2:3)"],
     }
     data = orjson.dumps({"meta": {"startTime": 0}, "threads": [thread]})
-    (profile,) = firefox.parse(data, "deep.json").profiles
-    assert_same_profile(profile, checked_reading(data, "deep.json")[0])
-    assert walked and len(profile.stacks) > 2 * depth // 3
+    (profile,) = firefox.parse(data, "limit.json").profiles
+    assert_same_profile(profile, checked_reading(data, "limit.json")[0])
+    assert bool(walked) == bool(extra) and len(profile.stacks) > 2 * depth // 3
+    busy = profile.samples.weight[profile.samples.stack >= 0].sum()
+    assert profile.frame_weights()[1][0] == busy  # every stack starts at row 0's frame
 
 
 @pytest.mark.parametrize(
@@ -351,6 +365,45 @@ def test_gecko_unreached_bad_rows_are_read_as_before() -> None:
     data = orjson.dumps(document)
     assert firefox._read_in_pieces(data) is None
     assert_same_group(firefox.parse(data, "g.json"), checked_reading(data, "g.json"), 0)
+
+
+@pytest.mark.parametrize("piece_bytes", [1, 40, 333])
+def test_gecko_rows_cut_into_tiny_pieces_give_the_row_by_row_profiles(
+    piece_bytes: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Pieces of a row or a few rows: every cut between rows is a piece boundary somewhere."""
+    monkeypatch.setattr(firefox, "_PIECE_BYTES", piece_bytes)
+    monkeypatch.setattr(firefox, "_SMALL_TABLE_BYTES", 0)
+    pieces: list[int] = []  # rows per piece added
+    add = firefox._TableColumns.add
+    monkeypatch.setattr(
+        firefox._TableColumns,
+        "add",
+        lambda table, rows: pieces.append(len(rows)) or add(table, rows),
+    )
+    data = orjson.dumps(gecko_document(8, samples=3000), option=orjson.OPT_INDENT_2)
+    read = firefox._read_in_pieces(data)
+    assert read is not None
+    assert all(tables.samples.count == 3000 for tables in read[2])
+    assert len(pieces) > 100  # (several pieces per table)
+    assert_same_group(firefox.parse(data, "t.json"), checked_reading(data, "t.json"), 1)
+
+
+def test_gecko_samples_all_kept_or_not_give_the_row_by_row_profiles() -> None:
+    """Times that only go forward keep every sample (its columns go to the profile as
+    they are); equal times and steps back leave some out. Both as the row-by-row reading."""
+    document = gecko_document(10, samples=4000, threads=1)
+    document["processes"] = []
+    (thread,) = document["threads"]
+    rows = thread["samples"]["data"]
+    forward = json.loads(json.dumps(document))
+    for index, row in enumerate(forward["threads"][0]["samples"]["data"]):
+        row[1] = 2.0 + 1.5 * index
+    for changed in (document, forward):
+        data = orjson.dumps(changed)
+        assert firefox._read_in_pieces(data) is not None
+        assert_same_group(firefox.parse(data, "k.json"), checked_reading(data, "k.json"), 0)
+    assert any(row[1] <= previous[1] for previous, row in itertools.pairwise(rows))
 
 
 # stackprof: the number lists read in pieces

@@ -336,3 +336,92 @@ def test_instruments_errors_name_the_line_after_cached_cells() -> None:
         instruments.parse(header + rows + b"1.0ms 100.0%\t1\t \t   b\n", "x")
     with pytest.raises(FormatError, match=r"^Instruments, line 6: unknown unit 'parsecs'"):
         instruments.parse(header + rows + b"1.0 parsecs 100.0%\t1\t \ta\n", "x")
+
+
+def read_line_by_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Switch the column reading of deep copies off."""
+
+    def unusual(*args: object) -> None:
+        raise instruments._Unusual
+
+    monkeypatch.setattr(instruments, "_row_columns", unusual)
+
+
+@pytest.mark.parametrize("seed", range(9, 17))
+def test_instruments_columns_read_what_lines_read(
+    monkeypatch: pytest.MonkeyPatch, seed: int
+) -> None:
+    """Lines alike or not (CRLF, a source column, short rows), blocks cut anywhere: the column
+    reading gives the line-by-line reading's profile, and is the one taken."""
+    data = deep_copy(random_tree(seed, 300), seed, seed % 3 == 0)
+    if seed % 2:
+        data = data.replace(b"\r\n", b"\n")  # LF only: lines alike, read as strides of cells
+    if seed % 4 == 1:
+        data += b"\n2.00 ms  1.0%\n\n"  # short rows, with no symbol cell
+    monkeypatch.setattr(instruments, "_PIECE_BYTES", seed * 7)
+    lines_taken = []
+    row_lines = instruments._row_lines
+    monkeypatch.setattr(
+        instruments, "_row_lines", lambda *args: lines_taken.append(1) or row_lines(*args)
+    )
+    group = instruments.parse(data, "x")
+    assert not lines_taken
+    read_line_by_line(monkeypatch)
+    assert_same(group, instruments.parse(data, "x"))
+    assert lines_taken
+    assert_same(group, ProfileGroup("x", [deep_copy_by_events(data, "x")]))
+
+
+def test_instruments_chains_and_overflows_keep_the_event_order() -> None:
+    """Children adding up past their parent, and totals that do not add up exactly in floats:
+    the samples are those enter/leave events make, bit for bit."""
+    header = b"Weight\tSelf Weight\tSymbol Name\n"
+    rows = [(0, "2.16 min"), (1, "2.16 min"), (2, "1.10 min"), (2, "1.07 min"), (3, "0.07 s")]
+    rows += [(1, "0.10 ms"), (2, "0.30 ms"), (2, "0.03 ms"), (0, "7.00 ms")]
+    text = b"".join(
+        f"{weight}  50.0%\t0 s\t{' ' * (depth + 3)}f{index}\n".encode()
+        for index, (depth, weight) in enumerate(rows)
+    )
+    group = instruments.parse(header + text, "x")
+    assert_same(group, ProfileGroup("x", [deep_copy_by_events(header + text, "x")]))
+    assert group.profiles[0].samples.weight.sum() > 0
+
+
+@pytest.mark.parametrize(
+    ("rows", "message"),
+    [
+        (b"1.00 ms  9.0%\t0 s\t  a\n1.00 ms  9.0%\t0 s\t    b\n", r"line 3: 'b' is indented 4"),
+        (b"1.00 ms  9.0%\t0 s\t  a\n1.00 ms  9.0%\t0 s\t b\n", r"line 3: 'b' is indented 1"),
+        (b"1.00 ms  9.0%\t0 s\t  a\n1.00 pc  9.0%\t0 s\t   b\n", r"line 3: unknown unit 'pc'"),
+        (b"\n1.00 ms  9.0%\t0 s\t   \n", r"whole file: no row with a symbol"),
+    ],
+)
+def test_instruments_errors_of_lines_alike_name_the_line(
+    monkeypatch: pytest.MonkeyPatch, rows: bytes, message: str
+) -> None:
+    """The column reading leaves errors to the line-by-line reading, which names the line."""
+    monkeypatch.setattr(instruments, "_PIECE_BYTES", 10)
+    data = b"Weight\tSelf Weight\tSymbol Names\n" + rows * 3
+    with pytest.raises(FormatError, match=r"^Instruments, " + message):
+        instruments.parse(data, "x")
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_instruments_chains_passed_over_keep_the_samples(seed: int) -> None:
+    """Rows whose first child has their total (chains of them, with later children too, at
+    the end of the file or followed by shallower rows) are passed over by the running position:
+    the samples stay those enter/leave events make."""
+    rng = random.Random(seed)
+    tree = random_tree(seed, 500)
+    weights = ["1.00 ms", "2.50 ms", "0.07 s", "2.16 min", "1.10 min", "0 s"]
+    lines = ["Weight\tSelf Weight\tSymbol Name"]
+    previous = (-1, "")
+    for depth, label in tree:
+        same = depth == previous[0] + 1 and rng.random() < 0.6
+        weight = previous[1] if same else rng.choice(weights)
+        lines.append(f"{weight}  12.0%\t0 s\t{' ' * (depth + 1)}f{label}()")
+        previous = (depth, weight)
+    data = "\n".join(lines).encode()
+    group = instruments.parse(data, "x")
+    assert_same(group, ProfileGroup("x", [deep_copy_by_events(data, "x")]))
+    assert len(group.profiles[0].samples) > 50

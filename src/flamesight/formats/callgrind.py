@@ -65,6 +65,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from flamesight.formats.errors import FormatError, shorten
+from flamesight.formats.line_columns import line_blocks
 from flamesight.model import Profile, ProfileBuilder, ProfileGroup, Unit
 
 NAME = "callgrind"
@@ -260,10 +261,8 @@ def _read_in_blocks(data: bytes) -> _Reader:
     """
     reader = _Reader()
     blocks = _Blocks()
-    start = 3 if data.startswith(b"\xef\xbb\xbf") else 0
-    while start < len(data):
-        cut = data.find(b"\n", start + _BLOCK_BYTES)
-        end = len(data) if cut < 0 else cut + 1
+    after_bom = 3 if data.startswith(b"\xef\xbb\xbf") else 0
+    for start, end in line_blocks(data, after_bom, _BLOCK_BYTES):
         # The block with the newline before it (so that every line follows one) and after it.
         if start > 0 and data[start - 1] == 10 and data[end - 1] == 10:
             view = np.frombuffer(data, np.uint8, end - start + 1, start - 1)
@@ -271,7 +270,6 @@ def _read_in_blocks(data: bytes) -> _Reader:
             text = b"\n" + data[start:end]
             view = np.frombuffer(text if text.endswith(b"\n") else text + b"\n", np.uint8)
         _read_block(reader, blocks, data, view, start - 1)
-        start = end
     if blocks.calling:
         raise _Unusual
     return reader

@@ -30,7 +30,6 @@ bad value.
 
 from __future__ import annotations
 
-import dataclasses
 from array import array
 from itertools import repeat
 
@@ -212,4 +211,4 @@ def _read_tree(data: bytes, name: str) -> Profile | None:
     )
     used = values > 0
     builder.add_samples(stack_of_node[used], values[used])
-    return dataclasses.replace(builder.build(), stacks=stacks)
+    return builder.build(stacks)

@@ -31,7 +31,6 @@ which names the place of the problem.
 
 from __future__ import annotations
 
-import dataclasses
 import re
 from typing import NamedTuple
 
@@ -304,7 +303,7 @@ def _tree_profiles(
         before = np.append(0.0, position)[:-1]
         moved = position > before
         builder.add_samples(stack_of_kept[moved], (position - before)[moved], before[moved])
-        profiles.append(dataclasses.replace(builder.build(), stacks=stacks))
+        profiles.append(builder.build(stacks))
     return profiles
 
 

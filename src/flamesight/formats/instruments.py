@@ -21,9 +21,13 @@ cell, when there is one. Units: milliseconds for time (``ms``, ``s``, ``min``,
 ``µs``, ``ns``), bytes for "Bytes Used" (``Bytes``, ``KB``, ``MB``, ``GB``,
 powers of 1024), plain counts for cycles (``cycles``, ``Kc``, ``Mc``,
 ``Gc``). Values keep their decimals (speedscope truncates them to integers).
-One profile, named after the file. Lines are read as bytes, each distinct
-symbol and weight cell decoded once, and the stacks made from the rows'
-depths and frames at the end (`tree_stacks`), not row by row.
+One profile, named after the file. The lines are cut into cells with NumPy
+a block at a time (lines alike, as usual, split at once and each column a
+stride of the cells), each distinct symbol and weight cell decoded once;
+anything unusual, and so every error, is left to a line-by-line reading
+that names the line. The stacks are made from the rows' depths and frames
+at the end (`tree_stacks`), and the samples by following the rows in order,
+passing over the rows of call chains that have nothing of their own.
 
 **``.trace`` bundles** (a folder, so given as a zip of it) are binary
 databases whose layout changes with every Instruments release. Time Profiler
@@ -37,7 +41,6 @@ its member count.
 
 from __future__ import annotations
 
-import dataclasses
 import io
 import plistlib
 import re
@@ -51,6 +54,7 @@ import numpy as np
 from flamesight.formats import instruments_trace
 from flamesight.formats.collapsed import as_utf8
 from flamesight.formats.errors import FormatError, shorten
+from flamesight.formats.line_columns import interned_ids, line_blocks, line_bounds
 from flamesight.model import Profile, ProfileBuilder, ProfileGroup, Unit
 from flamesight.model.stack_building import tree_stacks
 
@@ -67,6 +71,7 @@ _BYTES_COLUMN = "Bytes Used"
 _ZIP_MAGIC = b"PK\x03\x04"
 _MAX_VALUE_DIGITS = 30
 _PIECE_BYTES = 1 << 20
+_ROWS_AT_ONCE = 1 << 16
 
 _MILLISECONDS = {"ms": 1.0, "s": 1e3, "min": 60e3, "µs": 1e-3, "us": 1e-3, "ns": 1e-6}
 _CYCLES = {"cycles": 1.0, "Kc": 1e3, "Mc": 1e6, "Gc": 1e9}
@@ -91,25 +96,22 @@ def parse(data: bytes, name: str) -> ProfileGroup:
 
 
 class _Rows(NamedTuple):
-    """The rows of a deep copy as `_read_rows` reads them: the frame and depth of every row,
-    and the samples, each naming the row whose own weight it is."""
+    """The rows of a deep copy as `_read_rows` reads them: the frame, depth and total weight
+    of every row, its frames made in `builder`."""
 
     builder: ProfileBuilder
-    frames: array
-    depths: array
-    sample_rows: array
-    sample_times: array
-    sample_weights: array
+    frames: np.ndarray
+    depths: np.ndarray
+    totals: np.ndarray
 
 
 def _read_rows(text: bytes, name: str) -> _Rows:
-    """The call tree of a deep copy, a row per node, with each node's self weight as a sample.
+    """The call tree of a deep copy, a row per node.
 
-    Lines are read as bytes, a piece of the text at a time; a symbol or
-    weight cell is decoded and parsed once per distinct text. The running
-    position and the samples follow the rows in order, as enter/leave events
-    would lay them out: a row opens where the one before it ended and runs
-    for its total weight.
+    The rows are read as NumPy columns a block of lines at a time
+    (`_row_columns`), or, when that finds anything unusual (and so for
+    errors), line by line (`_row_lines`). A symbol or weight cell is decoded
+    and parsed once per distinct text.
     """
     body = text.find(b"\n") + 1 or len(text)
     first = text[:body].decode("utf-8", "replace").removesuffix("\n").removesuffix("\r")
@@ -124,30 +126,142 @@ def _read_rows(text: bytes, name: str) -> _Rows:
         scales = {**_MILLISECONDS, **_CYCLES}
         if weight_column is None:
             raise FormatError(TITLE, "line 1", "no 'Weight', 'Running Time' or 'Bytes Used' column")
-    source_column = header.index("Source Path") if "Source Path" in header else None
-    rows = _Rows(
-        ProfileBuilder(name, Unit.BYTES if scales is _BYTES else Unit.MILLISECONDS),
-        array("i"),
-        array("i"),
-        array("q"),
-        array("d"),
-        array("d"),
+    columns = _Columns(
+        symbol_column,
+        weight_column,
+        header.index("Source Path") if "Source Path" in header else None,
+        scales,
     )
-    frames, add_frame, add_depth = rows.frames, rows.frames.append, rows.depths.append
+    builder = ProfileBuilder(name, Unit.BYTES if scales is _BYTES else Unit.MILLISECONDS)
+    units_seen: set[str] = set()
+    try:
+        rows = _Rows(builder, *_row_columns(text, body, columns, builder, units_seen))
+    except _Unusual:
+        units_seen.clear()
+        rows = _Rows(builder, *_row_lines(text, body, columns, builder, units_seen))
+    if scales is not _BYTES and units_seen and units_seen <= set(_CYCLES):
+        builder.unit = Unit.NONE
+    return rows
+
+
+class _Columns(NamedTuple):
+    """Where the cells a row is read from are, and the weight units of the weight column."""
+
+    symbol: int
+    weight: int
+    source: int | None
+    scales: dict[str, float]
+
+
+class _Unusual(Exception):
+    """Raised by `_row_columns` for a text it leaves to the line-by-line reading."""
+
+
+def _row_columns(
+    text: bytes, body: int, columns: _Columns, builder: ProfileBuilder, units_seen: set[str]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The frame, depth and total weight of every row, the lines cut into cells with NumPy.
+
+    Raises `_Unusual` (before making any frame) for a row indented deeper
+    than one level below the row before it, or a weight cell that is not
+    read as a weight, so that `_row_lines` reports it at its line.
+    """
+    symbols: dict[bytes | tuple[bytes, bytes], int] = {}
+    weights: dict[bytes, int] = {}
+    lines = text.count(b"\n", body) + 1
+    symbol_of_row, weight_of_row = np.empty(lines, np.int32), np.empty(lines, np.int32)
+    rows = 0
+    for begin, end in line_blocks(text, body, _PIECE_BYTES):
+        symbol_cells, weight_cells = _cells(text[begin:end], columns)
+        symbol_of_row[rows : rows + len(symbol_cells)] = interned_ids(symbol_cells, symbols)
+        weight_of_row[rows : rows + len(weight_cells)] = interned_ids(weight_cells, weights)
+        rows += len(symbol_cells)
+    symbol_of_row, weight_of_row = symbol_of_row[:rows], weight_of_row[:rows]
+    cells = [_symbol(key) for key in symbols]
+    del symbols
+    indents = np.array([cell[0] if cell else -1 for cell in cells], np.int32)
+    if np.any(indents < 0):  # rows with a blank symbol cell are left out
+        used = indents[symbol_of_row] >= 0
+        symbol_of_row, weight_of_row = symbol_of_row[used], weight_of_row[used]
+    if not len(symbol_of_row):
+        raise _Unusual
+    depths = indents[symbol_of_row]
+    depths -= depths[0]
+    if np.any(depths < 0) or np.any(np.diff(depths) > 1):
+        raise _Unusual
+    texts = list(weights)
+    values = np.zeros(len(texts))
+    try:
+        for index in np.flatnonzero(np.bincount(weight_of_row, minlength=len(texts))).tolist():
+            values[index] = _weight(
+                texts[index].decode("utf-8", "replace"), columns.scales, units_seen, 0
+            )
+    except FormatError:
+        raise _Unusual from None
+    totals = values[weight_of_row]
+    del weight_of_row
+    frame_of = np.full(len(cells), -1, np.int32)
+    for index in np.flatnonzero(np.bincount(symbol_of_row, minlength=len(cells))).tolist():
+        frame_of[index] = builder.frame(cells[index][1], cells[index][2] or None)
+    return frame_of[symbol_of_row], depths, totals
+
+
+def _cells(block: bytes, columns: _Columns) -> tuple[list, list[bytes]]:
+    """The symbol cells (with their source cells) and weight cells of the lines of `block`
+    that have a symbol cell."""
+    view, starts, ends = line_bounds(block)
+    tabs = np.flatnonzero(view == ord("\t"))
+    first = np.searchsorted(tabs, starts)
+    count = np.searchsorted(tabs, ends) - first  # a line's cells are one more than its tabs
+    if b"\r" not in block and len(count) and count.min() == count.max() >= columns.symbol:
+        # Lines alike (as usual): every cell at once, and each column a stride of them.
+        every = block.replace(b"\t", b"\n").split(b"\n")
+        if block.endswith(b"\n"):
+            every.pop()
+        width = int(count[0]) + 1
+
+        def cell(column: int) -> list[bytes]:
+            return every[column::width] if column < width else [b""] * len(count)
+
+    else:
+        keep = count >= columns.symbol
+        starts, ends, first, count = starts[keep], ends[keep], first[keep], count[keep]
+        tabs = np.append(tabs, 0)
+
+        def cell(column: int) -> list[bytes]:
+            """Cell `column` of every line, empty where the line has fewer cells."""
+            after = tabs[np.minimum(first + column - 1, len(tabs) - 1)] + 1 if column else starts
+            before = np.where(column < count, tabs[first + np.minimum(column, count)], ends)
+            missing = column > count
+            after, before = np.where(missing, 0, after), np.where(missing, 0, before)
+            return list(map(block.__getitem__, map(slice, after.tolist(), before.tolist())))
+
+    symbol = cell(columns.symbol)
+    if columns.source is not None:
+        symbol = list(zip(symbol, cell(columns.source), strict=True))
+    return symbol, cell(columns.weight)
+
+
+def _row_lines(
+    text: bytes, body: int, columns: _Columns, builder: ProfileBuilder, units_seen: set[str]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The frame, depth and total weight of every row, read line by line; errors name the line."""
+    frames, depths, totals = array("i"), array("i"), array("d")
     # Per distinct symbol cell (with the source cell, when there is one):
     # [indent, symbol, file, frame or -1 until a row uses it], or [] when blank.
     symbols: dict[bytes | tuple[bytes, bytes], list] = {}
     weights: dict[bytes, float] = {}
-    units_seen: set[str] = set()
-    open_ends: list[float] = []  # the end of every open row's total weight
-    open_rows: list[int] = []
-    cumulative = 0.0
+    symbol_column, weight_column, source_column = columns.symbol, columns.weight, columns.source
+    opened = 0  # the depth of the row before, plus one
     base_indent: int | None = None
     number = 1
-    for lines in _pieces(text, body):
+    for begin, end in line_blocks(text, body, _PIECE_BYTES):
+        lines = text[begin:end].split(b"\n")
+        if text[end - 1] == ord("\n"):
+            lines.pop()
         for line in lines:
             number += 1
-            cells = line.split(b"\t")
+            cells = line.removesuffix(b"\r").split(b"\t")
             if symbol_column >= len(cells):
                 continue
             key = cells[symbol_column]
@@ -162,7 +276,6 @@ def _read_rows(text: bytes, name: str) -> _Rows:
             if base_indent is None:
                 base_indent = indent
             depth = indent - base_indent
-            opened = len(open_rows)
             if depth < 0 or depth > opened:
                 raise FormatError(
                     TITLE,
@@ -170,74 +283,91 @@ def _read_rows(text: bytes, name: str) -> _Rows:
                     f"{shorten(symbol[1])} is indented {indent} spaces; the row before it is at "
                     f"depth {opened} (counted from {base_indent})",
                 )
-            if opened > depth:
-                cumulative = _close(rows, open_rows, open_ends, depth, cumulative)
+            opened = depth + 1
             weight_text = cells[weight_column] if weight_column < len(cells) else b""
             weight = weights.get(weight_text)
             if weight is None:
                 weight = weights[weight_text] = _weight(
-                    weight_text.decode("utf-8", "replace"), scales, units_seen, number
+                    weight_text.decode("utf-8", "replace"), columns.scales, units_seen, number
                 )
             frame = symbol[3]
             if frame < 0:
-                frame = symbol[3] = rows.builder.frame(symbol[1], symbol[2] or None)
-            open_rows.append(len(frames))
-            open_ends.append(cumulative + weight)
-            add_frame(frame)
-            add_depth(depth)
+                frame = symbol[3] = builder.frame(symbol[1], symbol[2] or None)
+            frames.append(frame)
+            depths.append(depth)
+            totals.append(weight)
     if base_indent is None:
         raise FormatError(TITLE, "whole file", "no row with a symbol under the header")
-    _close(rows, open_rows, open_ends, 0, cumulative)
-    if scales is not _BYTES and units_seen and units_seen <= set(_CYCLES):
-        rows.builder.unit = Unit.NONE
-    return rows
+    return (
+        np.frombuffer(frames, np.int32),
+        np.frombuffer(depths, np.int32),
+        np.frombuffer(totals, np.float64),
+    )
 
 
-def _close(
-    rows: _Rows, open_rows: list[int], open_ends: list[float], depth: int, cumulative: float
-) -> float:
-    """Close the open rows deeper than `depth`, innermost first; the running position after.
+def _samples(depths: np.ndarray, totals: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The samples of the rows, in order: the row whose own weight each is, its time and weight.
 
-    A closing row's own weight is what its children left of its total: the
-    span from the running position to its end, when that is ahead.
+    As enter/leave events lay them out: a row opens at the running position
+    and runs for its total weight; when it closes (after its children), the
+    span from the running position to its end, when that is ahead, is its own
+    weight, and the running position moves to its end. The rows are followed
+    in order, so the additions are made in the order the events make them;
+    but a row whose first child has the same total is passed over (the usual
+    long chains of calls): the child opens and ends where it does, so the row
+    has no weight of its own and moves nothing. A row after such rows closes
+    the open rows as the first of them would.
     """
-    while len(open_rows) > depth:
-        end = open_ends.pop()
-        row = open_rows.pop()
-        if end > cumulative:
-            rows.sample_rows.append(row)
-            rows.sample_times.append(cumulative)
-            rows.sample_weights.append(end - cumulative)
-            cumulative = end
-    return cumulative
+    passed_over = np.zeros(len(depths), bool)
+    passed_over[:-1] = (depths[1:] == depths[:-1] + 1) & (totals[1:] == totals[:-1])
+    rows = np.flatnonzero(~passed_over)
+    closing_depths = depths[np.append(0, rows[:-1] + 1)]  # the row after the row before
+    sample_rows, sample_times, sample_weights = array("q"), array("d"), array("d")
+    open_depths: list[int] = []
+    open_ends: list[float] = []  # the end of every open row's total weight
+    open_rows: list[int] = []
+    cumulative = 0.0
+    # a last row at depth 0 closes them all
+    for row, closing_depth, depth, total in zip(
+        _parts(np.append(rows, -1)),
+        _parts(np.append(closing_depths, 0)),
+        _parts(np.append(depths[rows], 0)),
+        _parts(np.append(totals[rows], 0.0)),
+        strict=True,
+    ):
+        while open_depths and open_depths[-1] >= closing_depth:
+            open_depths.pop()
+            end = open_ends.pop()
+            closing = open_rows.pop()
+            if end > cumulative:
+                sample_rows.append(closing)
+                sample_times.append(cumulative)
+                sample_weights.append(end - cumulative)
+                cumulative = end
+        open_depths.append(depth)
+        open_ends.append(cumulative + total)
+        open_rows.append(row)
+    return (
+        np.frombuffer(sample_rows, np.int64),
+        np.frombuffer(sample_times, np.float64),
+        np.frombuffer(sample_weights, np.float64),
+    )
+
+
+def _parts(values: np.ndarray) -> Iterator[int | float]:
+    """The values as Python numbers, converted `_ROWS_AT_ONCE` at a time."""
+    for begin in range(0, len(values), _ROWS_AT_ONCE):
+        yield from values[begin : begin + _ROWS_AT_ONCE].tolist()
 
 
 def _rows_profile(rows: _Rows) -> Profile:
-    """The profile of the rows: the stacks made from the rows' depths and frames."""
-    stacks, stack_of_row = tree_stacks(
-        np.frombuffer(rows.depths, np.int32), np.frombuffer(rows.frames, np.int32)
-    )
+    """The profile of the rows: each row's own weight a sample of the stack made from the
+    rows' depths and frames."""
+    stacks, stack_of_row = tree_stacks(rows.depths, rows.frames)
+    sample_rows, sample_times, sample_weights = _samples(rows.depths, rows.totals)
     builder = rows.builder
-    builder.add_samples(
-        stack_of_row[np.frombuffer(rows.sample_rows, np.int64)],
-        np.frombuffer(rows.sample_weights, np.float64),
-        np.frombuffer(rows.sample_times, np.float64),
-    )
-    return dataclasses.replace(builder.build(), stacks=stacks)
-
-
-def _pieces(text: bytes, start: int) -> Iterator[list[bytes]]:
-    """The lines of `text` from `start` on, without their ends, a list per piece of the text."""
-    while start < len(text):
-        cut = text.find(b"\n", start + _PIECE_BYTES)
-        piece = text[start : len(text) if cut < 0 else cut + 1]
-        start += len(piece)
-        lines = piece.split(b"\n")
-        if piece.endswith(b"\n"):
-            lines.pop()
-        if b"\r" in piece:
-            lines = [line.removesuffix(b"\r") for line in lines]
-        yield lines
+    builder.add_samples(stack_of_row[sample_rows], sample_weights, sample_times)
+    return builder.build(stacks)
 
 
 def _symbol(key: bytes | tuple[bytes, bytes]) -> list:

@@ -24,12 +24,14 @@ still open at the end close at the last line's time. Header lines (``...
 log opened``, ``Log closed``) and blank lines are skipped.
 
 A log of event lines of six fields with plain numbers (as the game writes
-them) is read as NumPy columns a few megabytes at a time; the lines are put
-in the order the replay takes them (`_replay_order`) and replayed from the
-columns. Any other log is read line by line in one pass, a run of lines at
-one time at a time, which also reports errors. Either way the frames entered
-and the samples are kept in compact arrays, and the stack table is made from
-them at the end.
+them) is read as NumPy columns a few megabytes at a time (`_log_columns`);
+the lines are put in the order the replay takes them (`_replay_order`), the
+text is let go, and the lines are replayed from the columns, the usual
+``PUSH`` and ``POP`` lines without a call each (`_Replay.replay_lines`). Any
+other log, and one large enough to cross a cap, is read line by line in one
+pass, a run of lines at one time at a time, which also reports errors.
+Either way the frames entered and the samples are kept in compact arrays,
+and the stack table is made from them at the end.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ import numpy as np
 
 from flamesight.formats.collapsed import as_utf8, text_lines
 from flamesight.formats.errors import FormatError, shorten
+from flamesight.formats.line_columns import interned_ids, line_blocks, line_bounds
 from flamesight.model import (
     Profile,
     ProfileBuilder,
@@ -54,6 +57,7 @@ from flamesight.model import (
     Unit,
     current_limits,
 )
+from flamesight.model.stack_building import tree_stacks
 
 NAME = "papyrus"
 TITLE = "Papyrus profiling log"
@@ -105,16 +109,21 @@ def sniff(head: bytes) -> bool:
 def parse(data: bytes, name: str) -> ProfileGroup:
     """Read a Papyrus profiling log into one evented profile in milliseconds.
 
-    A log of plain event lines is read as columns (`_replay_columns`); any
-    other in one pass over the lines, a run of lines at the same time at a
-    time: a ``POP`` that closes a ``PUSH`` at the same time is found within
-    that run.
+    A log of plain event lines is read as columns (`_log_columns`) and, the
+    text let go, replayed from them (`_replay_columns`); any other in one
+    pass over the lines, a run of lines at the same time at a time: a ``POP``
+    that closes a ``PUSH`` at the same time is found within that run.
     """
     data = as_utf8(data)
     try:
-        return ProfileGroup(name, [_replay_columns(data, name)])
-    except (_Unusual, ProfileTooLarge):
-        pass  # the replay reports a cap crossed, at the line it is crossed
+        columns = _log_columns(data)
+    except _Unusual:
+        columns = None
+    if columns is not None:
+        del data  # the columns hold what the replay needs (`formats.load` keeps no reference)
+        replay = _replay_columns(columns, name)
+        del columns
+        return ProfileGroup(name, [replay.build()])
     lines, last_line = _lines(data)
     del data
     events = ((number, line) for number, line in lines if not _skipped(line))
@@ -146,32 +155,50 @@ def parse(data: bytes, name: str) -> ProfileGroup:
 
 
 class _Unusual(Exception):
-    """Raised by `_replay_columns` for a log it leaves to the line-by-line reading."""
+    """Raised by `_log_columns` for a log it leaves to the line-by-line reading."""
 
 
-_BLOCK_BYTES = 4 << 20
+_BLOCK_BYTES = 1 << 20
 _LINES_AT_ONCE = 1 << 16
 _PUSH, _POP = 1, 2  # event codes of `_event_columns`; others are 0
 
 
-def _replay_columns(data: bytes, name: str) -> Profile:
-    """The profile of a log whose lines (but the skipped ones) all have six fields and plain
-    numbers, read as columns with NumPy, the replay taking the lines in the order it would.
+class _LogColumns(NamedTuple):
+    """The event lines of a log as columns, and the order the replay takes them in."""
+
+    times: np.ndarray  # from the first line's time
+    events: np.ndarray
+    stacks: np.ndarray
+    name_ids: np.ndarray
+    names: np.ndarray  # the function name of each name id
+    order: np.ndarray
+
+
+def _log_columns(data: bytes) -> _LogColumns:
+    """The columns of a log whose lines (but the skipped ones) all have six fields and plain
+    numbers, read with NumPy.
 
     Raises `_Unusual` for any other log (and so for errors, which the
-    line-by-line reading reports at their line).
+    line-by-line reading reports at their line), and for one with so many
+    lines that the replay might cross a cap (reported at its line too).
     """
     if not _newline_breaks_only(data):
         raise _Unusual
     names: dict[bytes, int] = {}
-    blocks = [list(_event_columns(data[begin:end], names)) for begin, end in _blocks(data)]
-    if not sum(len(block[0]) for block in blocks):
+    blocks = [
+        list(_event_columns(data[begin:end], names))
+        for begin, end in line_blocks(data, 0, _BLOCK_BYTES)
+    ]
+    count = sum(len(block[0]) for block in blocks)
+    limits = current_limits()
+    # A sample per distinct time at most, and a frame per name and per ``STACK n`` line.
+    if not count or count > limits.max_samples or count + len(names) > limits.max_frames:
         raise _Unusual
     times, events, stacks, name_ids = (_joined(blocks, column) for column in range(4))
     del blocks
     times -= times[0]
-    texts = np.array([text.decode("utf-8", "replace") for text in names], object)
-    replay = _Replay(ProfileBuilder(name, Unit.MILLISECONDS, sampled=False))
+    orders = []
+    index_type = np.int32 if len(times) < 2**31 else np.int64
     begin = 0
     while begin < len(times):
         # A block of whole runs of lines at one time, in the order the replay takes them.
@@ -179,24 +206,30 @@ def _replay_columns(data: bytes, name: str) -> Profile:
         while end < len(times) and times[end] == times[end - 1]:
             end += 1
         block = slice(begin, end)
-        lines = _replay_order(events[block], stacks[block], name_ids[block], times[block]) + begin
-        for event, stack, at, function in zip(
+        order = _replay_order(events[block], stacks[block], name_ids[block], times[block])
+        orders.append((order + begin).astype(index_type))
+        begin = end
+    texts = np.array([text.decode("utf-8", "replace") for text in names], object)
+    return _LogColumns(times, events, stacks, name_ids, texts, np.concatenate(orders))
+
+
+def _replay_columns(columns: _LogColumns, name: str) -> _Replay:
+    """The lines of a log read as columns (`_log_columns`) replayed in order, every frame left
+    at the end (the caller builds the profile once it lets go of the columns)."""
+    times, events, stacks, name_ids, names, order = columns
+    replay = _Replay(ProfileBuilder(name, Unit.MILLISECONDS, sampled=False))
+    for begin in range(0, len(order), _LINES_AT_ONCE):
+        lines = order[begin : begin + _LINES_AT_ONCE]
+        replay.replay_lines(
             events[lines].tolist(),
             stacks[lines].tolist(),
             times[lines].tolist(),
-            texts[name_ids[lines]].tolist(),
-            strict=True,
-        ):
-            if event == _PUSH:
-                replay.enter(stack, at, function)
-            elif event == _POP:
-                replay.try_leave(stack, at, function)
-        begin = end
+            names[name_ids[lines]].tolist(),
+        )
     closing = int(times[-1])  # the last line's time
-    del times, events, stacks, name_ids
     while replay.open:
         replay.leave(closing)
-    return replay.build()
+    return replay
 
 
 def _joined(blocks: list[list[np.ndarray]], column: int) -> np.ndarray:
@@ -207,27 +240,12 @@ def _joined(blocks: list[list[np.ndarray]], column: int) -> np.ndarray:
     return joined
 
 
-def _blocks(data: bytes) -> Iterable[tuple[int, int]]:
-    """(begin, end) of blocks of whole lines of about `_BLOCK_BYTES`."""
-    begin = 0
-    while begin < len(data):
-        cut = data.find(b"\n", begin + _BLOCK_BYTES)
-        end = len(data) if cut < 0 else cut + 1
-        yield begin, end
-        begin = end
-
-
 def _event_columns(
     block: bytes, names: dict[bytes, int]
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Time, event code, stack and name id of every line of `block` not skipped; `_Unusual` if
     one is not a ``TIME:EVENT:STACK:DEPTH:FORM:FUNCTION`` line with plain numbers."""
-    view = np.frombuffer(block, np.uint8)
-    ends = np.flatnonzero(view == ord("\n"))
-    if not block.endswith(b"\n"):
-        ends = np.append(ends, len(block))
-    starts = np.concatenate([[0], ends[:-1] + 1])
-    ends -= (ends > starts) & (view[np.maximum(ends - 1, 0)] == ord("\r"))
+    view, starts, ends = line_bounds(block)
     skipped = ends == starts
     for mark in (b"log opened", b"Log closed"):
         at = block.find(mark)
@@ -250,12 +268,14 @@ def _event_columns(
     events = np.where((length == 4) & _spells(letters, b"PUSH"), _PUSH, 0)
     events[(length == 3) & _spells(letters[:3], b"POP")] = _POP
     texts = list(map(block.__getitem__, map(slice, (c5 + 1).tolist(), c6.tolist())))
-    ids = list(map(names.get, texts))  # at C speed; new names get the next ids below
-    if None in ids:
-        for index in [index for index, known in enumerate(ids) if known is None]:
-            ids[index] = names.setdefault(texts[index], len(names))
-    name_ids = np.array(ids, np.int32)
-    return _numbers(view, starts, c1), events.astype(np.int8), _numbers(view, c2 + 1, c3), name_ids
+    name_ids = interned_ids(texts, names)
+    times, stacks = _numbers(view, starts, c1), _numbers(view, c2 + 1, c3)
+    return _narrow(times), events.astype(np.int8), _narrow(stacks), name_ids
+
+
+def _narrow(values: np.ndarray) -> np.ndarray:
+    """Non-negative `values` as int32 when they fit (joined blocks are widened back as needed)."""
+    return values.astype(np.int32) if len(values) and values.max() < 2**31 else values
 
 
 def _spells(letters: list[np.ndarray], word: bytes) -> np.ndarray:
@@ -468,15 +488,15 @@ class _Replay:
         self.uppermost: str | None = None  # the innermost ``STACK n`` frame
         self.last_event_at = 0
         self.frames: dict[str, int] = {}
-        self.special: set[str] = set()  # the names of ``STACK n`` and ``QUEUE ...`` frames
+        self.stack_names: set[str] = set()  # the names of ``STACK n`` frames entered
+        self.queue_names: set[str] = set()  # and of ``QUEUE ...`` frames
         self.stack_labels: dict[int, str] = {}
         self.entry_parents = array("i")  # every frame entered: the entry it was entered on
         self.entry_frames = array("i")
         self.last_time: int | None = None
         self.max_samples = current_limits().max_samples
         self.sample_entries = array("i")
-        self.sample_times = array("q")
-        self.sample_weights = array("q")
+        self.sample_times = array("q")  # each sample runs to the next one's time (or `last_time`)
 
     def _advance(self, time: int) -> None:
         """The builder's step to `time`: a sample of the open stack since the previous event."""
@@ -484,7 +504,6 @@ class _Replay:
         if last is not None and time > last:
             self.sample_entries.append(self.open_entries[-1] if self.open_entries else -1)
             self.sample_times.append(last)
-            self.sample_weights.append(time - last)
             if len(self.sample_times) > self.max_samples:
                 raise ProfileTooLarge(
                     f"more than {self.max_samples:,} samples (raise max_samples to load it)"
@@ -496,17 +515,20 @@ class _Replay:
         frame = self.frames.get(name)
         if frame is None:
             frame = self.frames[name] = self.builder.frame(name)
-            if name.startswith(("STACK ", "QUEUE ")):
-                self.special.add(name)
-        if name in self.special and name.startswith("STACK "):
+            if name.startswith("STACK "):
+                self.stack_names.add(name)
+            elif name.startswith("QUEUE "):
+                self.queue_names.add(name)
+        if name in self.stack_names:
             self.stack_frames.append(len(open_entries))
             self.uppermost = name
         if self.last_time is None or at > self.last_time:
             self._advance(at)
+        entry_frames = self.entry_frames
         self.entry_parents.append(open_entries[-1] if open_entries else -1)
-        self.entry_frames.append(frame)
+        open_entries.append(len(entry_frames))
+        entry_frames.append(frame)
         self.open.append(name)
-        open_entries.append(len(self.entry_frames) - 1)
         self.last_event_at = at
 
     def enter(self, stack: int, at: int, name: str) -> None:
@@ -526,21 +548,70 @@ class _Replay:
             self._advance(at)  # once: the frames below are left at the same time
         # speedscope's recursive leave as a loop: leaving a frame goes on while the
         # frame below is a QUEUE frame, or a STACK frame that is not the outermost.
-        open_, stack_frames = self.open, self.stack_frames
+        open_, open_entries, stack_frames = self.open, self.open_entries, self.stack_frames
         while True:
             open_.pop()
-            self.open_entries.pop()
+            open_entries.pop()
             if stack_frames and stack_frames[-1] == len(open_):
                 stack_frames.pop()
                 self.uppermost = open_[stack_frames[-1]] if stack_frames else None
             if not open_:
                 break
             top = open_[-1]
-            if top not in self.special or not (
-                top.startswith("QUEUE ") or (len(open_) > 1 and top.startswith("STACK "))
-            ):
+            if top not in self.queue_names and (len(open_) == 1 or top not in self.stack_names):
                 break
         self.last_event_at = at
+
+    def replay_lines(
+        self, events: list[int], stacks: list[int], times: list[int], functions: list[str]
+    ) -> None:
+        """Replay event lines read as columns (event codes of `_event_columns`), in order.
+
+        A ``PUSH`` of a function on the stack running, and a ``POP`` of the
+        innermost function that uncovers another function, are done here
+        without calls (a sample when the time moves on, the frame entered or
+        left); anything else by `enter` and `try_leave`. No cap is checked:
+        `_log_columns` takes only logs too small to cross one.
+        """
+        labels, frames, stack_names = self.stack_labels, self.frames, self.stack_names
+        open_, open_entries, entry_frames = self.open, self.open_entries, self.entry_frames
+        for event, stack, at, function in zip(events, stacks, times, functions, strict=True):
+            last = self.last_time
+            if event == _PUSH:
+                frame = frames.get(function)
+                label = labels.get(stack)
+                usual = (
+                    frame is not None
+                    and label is not None
+                    and label is self.uppermost
+                    and function not in stack_names
+                )
+            elif event == _POP:
+                usual = (
+                    len(open_) > 1
+                    and open_[-1] == function
+                    and function not in stack_names
+                    and open_[-2] not in stack_names
+                    and open_[-2] not in self.queue_names
+                )
+            else:
+                continue
+            if not usual or last is None:
+                (self.enter if event == _PUSH else self.try_leave)(stack, at, function)
+                continue
+            if at > last:
+                self.sample_entries.append(open_entries[-1])
+                self.sample_times.append(last)
+                self.last_time = at
+            if event == _PUSH:
+                self.entry_parents.append(open_entries[-1])
+                open_entries.append(len(entry_frames))
+                entry_frames.append(frame)
+                open_.append(function)
+            else:
+                open_.pop()
+                open_entries.pop()
+            self.last_event_at = at
 
     def try_leave(self, stack: int, at: int, name: str) -> None:
         """Leave `name` if it is the innermost frame; see the module docstring otherwise."""
@@ -551,33 +622,20 @@ class _Replay:
             self.leave(at)
 
     def build(self) -> Profile:
-        """The profile: samples sorted by time (stable for ties), as `ProfileBuilder.build` sorts."""
+        """The profile: the samples in time order, as the replay makes them (each one runs from
+        the time the one before ended)."""
+        # The entries are made in depth-first order (each on the one open when it is entered).
         parents = np.frombuffer(self.entry_parents, np.int32)
         frames = np.frombuffer(self.entry_frames, np.int32)
-        paths = _paths(parents, frames, StackTable(parents, frames).depth)
-        # Stacks are numbered in the order their paths are first entered.
-        first_entered, path_of_entry = np.unique(paths, return_index=True, return_inverse=True)[1:]
-        del paths
-        order = np.argsort(first_entered, kind="stable")
-        number = np.empty(len(order), np.int32)
-        number[order] = np.arange(len(order))
-        stack_of_entry = np.append(number[path_of_entry], np.int32(-1))  # entry -1: no stack
-        del number, path_of_entry
-        firsts = first_entered[order]
-        stack_table = StackTable(stack_of_entry[parents[firsts]], frames[firsts])
-        del parents, frames, firsts, first_entered, order
+        stack_table, stack_of_entry = tree_stacks(StackTable(parents, frames).depth, frames)
+        stack_of_entry = np.append(stack_of_entry, np.int32(-1))  # entry -1: no stack
+        del parents, frames
         self.entry_parents, self.entry_frames = array("i"), array("i")
         stacks = stack_of_entry[np.frombuffer(self.sample_entries, np.int32)]
-        times = np.frombuffer(self.sample_times, np.int64).astype(np.float64)
-        weights = np.frombuffer(self.sample_weights, np.int64).astype(np.float64)
-        self.sample_entries, self.sample_times, self.sample_weights = (
-            array("i"),
-            array("q"),
-            array("q"),
-        )
-        if len(times) > 1 and np.any(times[1:] < times[:-1]):
-            order = np.argsort(times, kind="stable")
-            stacks, times, weights = stacks[order], times[order], weights[order]
+        starts = np.frombuffer(self.sample_times, np.int64)
+        ends = np.append(starts[1:], self.last_time) if len(starts) else starts
+        times, weights = starts.astype(np.float64), (ends - starts).astype(np.float64)
+        self.sample_entries, self.sample_times = array("i"), array("q")
         return Profile(
             name=self.builder.name,
             unit=self.builder.unit,
@@ -586,23 +644,3 @@ class _Replay:
             samples=Samples(stacks, times, weights),
             sampled=False,
         )
-
-
-def _paths(parents: np.ndarray, frames: np.ndarray, depths: np.ndarray) -> np.ndarray:
-    """A number per entry, equal for entries with equal frames from the root: a level at a time."""
-    paths = np.zeros(len(parents), np.int64)
-    if not len(parents):
-        return paths
-    by_depth = np.argsort(depths, kind="stable")
-    bounds = np.searchsorted(depths[by_depth], np.arange(int(depths.max()) + 2))
-    known = 0
-    frame_count = int(frames.max()) + 1
-    for level in range(len(bounds) - 1):
-        at = by_depth[bounds[level] : bounds[level + 1]]
-        parent_paths = np.where(parents[at] >= 0, paths[parents[at]], -1)
-        distinct, paths[at] = np.unique(
-            (parent_paths + 1) * frame_count + frames[at], return_inverse=True
-        )
-        paths[at] += known
-        known += len(distinct)
-    return paths

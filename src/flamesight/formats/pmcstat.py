@@ -26,7 +26,6 @@ at a time, and numbered as `ProfileBuilder` would number them.
 
 from __future__ import annotations
 
-import dataclasses
 import re
 from array import array
 
@@ -107,7 +106,7 @@ def parse(data: bytes, name: str) -> ProfileGroup:
     sample_weights = np.frombuffer(weights, np.float64)
     times = np.concatenate(([0.0], np.cumsum(sample_weights)[:-1]))
     builder.add_samples(stacks, sample_weights, times)
-    return ProfileGroup(name, [dataclasses.replace(builder.build(), stacks=stack_table)])
+    return ProfileGroup(name, [builder.build(stack_table)])
 
 
 def _callees(indents: np.ndarray) -> np.ndarray:

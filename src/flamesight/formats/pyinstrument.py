@@ -332,7 +332,7 @@ class _TreeColumns:
         ends = np.cumsum(weights)  # added one by one, as `ProfileBuilder.add_sample` does
         times = np.concatenate(([0.0], ends[:-1])) if len(ends) else ends
         builder.add_samples(np.append(stack_of_row, -1)[rows], weights, times)
-        return dataclasses.replace(builder.build(), stacks=stacks)
+        return builder.build(stacks)
 
 
 def _read_tree(builder: ProfileBuilder, root: object) -> Profile:

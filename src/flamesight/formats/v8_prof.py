@@ -39,7 +39,6 @@ resolved once, and the stack table is made with NumPy
 from __future__ import annotations
 
 import bisect
-import dataclasses
 import io
 import re
 from array import array
@@ -317,7 +316,7 @@ def _profile(
     builder.add_samples(
         resolved[stack_of_tick[keep]], weights[keep], tick_times[keep] - weights[keep]
     )
-    return dataclasses.replace(builder.build(), stacks=stack_table)
+    return builder.build(stack_table)
 
 
 def _stack_table(

@@ -20,6 +20,7 @@ duration.
 
 from __future__ import annotations
 
+import itertools
 from array import array
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -104,6 +105,8 @@ class FrameTable:
 MEMO_ENTRIES = 16
 _SAMPLE_BLOCK = 1 << 16
 """Samples summed a block at a time (`Profile.stack_weights`), to keep the copies small."""
+_NODE_BLOCK = 1 << 16
+"""Stack nodes taken a block at a time by the tree passes, to keep their temporaries small."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -154,36 +157,76 @@ class StackTable:
             active = active[jump[active] >= 0]
         return dist
 
+    def levels(self) -> list[np.ndarray]:
+        """The nodes a level of depth at a time, roots first (made on each call, not kept).
+
+        A level holds the children of the level above, those of one node
+        together and in index order, the nodes in the order of their parents.
+        """
+        up = self.parent.astype(np.int32) + 1  # 0 for a root
+        # nodes by parent, in index order for one parent (builders make mostly sorted
+        # parents, which the stable sort takes in runs); node v's children are
+        # by_parent[first_child[v + 1] : first_child[v + 2]]
+        by_parent = np.argsort(up, kind="stable").astype(np.int32)
+        first_child = np.zeros(len(up) + 2, np.int32)
+        np.add.at(first_child, up + 1, np.int32(1))  # (a NumPy scalar takes add.at's fast loop)
+        np.cumsum(first_child, dtype=np.int32, out=first_child)
+        del up
+        levels: list[np.ndarray] = []
+        level = by_parent[: first_child[1]]
+        while len(level):
+            levels.append(level)
+            if len(level) == 1:  # (deep chains: the children of one node are a slice)
+                node = int(level[0])
+                level = by_parent[first_child[node + 1] : first_child[node + 2]]
+                continue
+            first = first_child[level + 1]
+            counts = first_child[level + 2] - first
+            ends = np.cumsum(counts)
+            picks = np.repeat(first - (ends - counts), counts) + np.arange(ends[-1], dtype=np.int32)
+            level = by_parent[picks]
+        return levels
+
     @cached_property
     def _tour(self) -> tuple[np.ndarray, np.ndarray]:
         """Pre-order position and subtree size of every node (siblings in index order).
 
-        Node indexes fit int32 (the builders make int32 tables), so the
-        per-node arrays are int32: half the memory of the tree passes.
+        Both are int32 (node indexes fit: the builders make int32 tables). In
+        the order of `levels` (siblings together), each node's offset from its
+        parent in pre-order is one plus the subtree sizes of its earlier
+        siblings; sizes are summed from the deepest level up, positions from the
+        roots down.
         """
         n = len(self.parent)
-        parent = self.parent.astype(np.int32, copy=False)
-        depth = self.depth
-        order = np.argsort(depth, kind="stable").astype(np.int32)
-        max_depth = int(depth.max()) if n else -1
-        bounds = np.searchsorted(depth[order], np.arange(max_depth + 2))
+        levels = self.levels()
+        bounds = np.cumsum([0] + [len(level) for level in levels]).tolist()
+        order = np.concatenate(levels) if levels else np.zeros(0, np.int32)
+        del levels
+        parent = self.parent[order].astype(np.int32, copy=False)
+        spans = list(itertools.pairwise(bounds))
         size = np.ones(n, np.int32)
-        for level in range(max_depth, 0, -1):
-            nodes = order[bounds[level] : bounds[level + 1]]
-            np.add.at(size, parent[nodes], size[nodes])
-        pre = np.zeros(n, np.int32)
-        for level in range(max_depth + 1):
-            nodes = order[bounds[level] : bounds[level + 1]]
-            nodes = nodes[np.argsort(parent[nodes], kind="stable")]
-            sizes = size[nodes]
-            running = np.cumsum(sizes) - sizes
-            parents = parent[nodes]
-            group_start = np.ones(len(nodes), bool)
-            group_start[1:] = parents[1:] != parents[:-1]
-            first_in_group = np.maximum.accumulate(np.where(group_start, np.arange(len(nodes)), 0))
-            before_in_group = running - running[first_in_group]
-            base = np.where(parents >= 0, pre[np.maximum(parents, 0)] + 1, 0)
-            pre[nodes] = base + before_in_group
+        for lo, hi in reversed(spans[1:]):
+            np.add.at(size, parent[lo:hi], size[order[lo:hi]])
+        # Sums of the sizes before each node among its siblings, as differences of
+        # running sums; these may pass 2**32, but each difference is at most n:
+        # unsigned sums that wrap around give it exactly.
+        sizes = size[order].view(np.uint32)
+        before = np.cumsum(sizes, dtype=np.uint32)
+        before -= sizes
+        del sizes
+        later_sibling = np.zeros(n, bool)
+        np.equal(parent[1:], parent[:-1], out=later_sibling[1:])
+        first_sibling = np.arange(n, dtype=np.int32)  # the position of each node's first sibling
+        first_sibling[later_sibling] = 0
+        del later_sibling
+        np.maximum.accumulate(first_sibling, out=first_sibling)
+        before -= before[first_sibling]
+        del first_sibling
+        offset = before.view(np.int32)
+        offset += parent >= 0
+        pre = np.empty(n, np.int32)
+        for lo, hi in spans:
+            pre[order[lo:hi]] = (pre[parent[lo:hi]] if lo else 0) + offset[lo:hi]
         return pre, size
 
     def node_keys(self, key_of_frame: np.ndarray) -> np.ndarray:
@@ -219,11 +262,25 @@ class StackTable:
 
     def subtree_sums(self, values: np.ndarray) -> np.ndarray:
         """For every node, the sum of `values` over the node and its descendants."""
+        running = self._running_sums(values)
+        sums = np.empty(len(values), np.float64)
+        for lo in range(0, len(sums), _NODE_BLOCK):
+            nodes = np.arange(lo, min(lo + _NODE_BLOCK, len(sums)))
+            sums[lo : lo + len(nodes)] = self._subtree_sums(running, nodes)
+        return sums
+
+    def _running_sums(self, values: np.ndarray) -> np.ndarray:
+        """Running sums of `values` in pre-order, from 0: a subtree's sum is a difference of two."""
+        pre, _ = self._tour
+        running = np.zeros(len(values) + 1, np.float64)
+        running[1:][pre] = values
+        return np.cumsum(running, out=running)
+
+    def _subtree_sums(self, running: np.ndarray, nodes: np.ndarray) -> np.ndarray:
+        """The subtree sums of `nodes`, from the `_running_sums` of the values."""
         pre, size = self._tour
-        by_pre = np.zeros(len(values) + 1, np.float64)
-        by_pre[pre + 1] = values
-        prefix = np.cumsum(by_pre)
-        return prefix[pre + size] - prefix[pre]
+        first = pre[nodes]
+        return running[first + size[nodes]] - running[first]
 
     def outermost_mask(self, key_of_node: np.ndarray) -> np.ndarray:
         """True for nodes whose key does not appear on any ancestor.
@@ -235,22 +292,32 @@ class StackTable:
 
     def _outermost(self, key_of_node: np.ndarray) -> np.ndarray:
         n = len(self.parent)
-        if n == 0:
-            return np.zeros(0, bool)
         pre, size = self._tour
         # Each node is the interval [pre, pre + size - 1] of pre-order positions,
         # placed on a line per key; a node is nested when an interval before it
-        # on its key's line reaches it. Starts are distinct: one sort orders them.
+        # on its key's line reaches it.
+        node_at = np.empty(n, np.int32)
+        node_at[pre] = np.arange(n, dtype=np.int32)
+        keys = key_of_node
+        if n and keys.min() >= 0 and keys.max() < 2**16:
+            keys = keys.astype(np.uint16)  # (sorted in linear time)
+        keys = keys[node_at]
+        # pre-order positions by key, in pre-order within a key
+        by_key = np.argsort(keys, kind="stable")
         span = n + 1
-        starts = key_of_node.astype(np.int64) * span + pre
-        order = np.argsort(starts)
-        starts = starts[order]
-        reach = np.maximum.accumulate(starts + size[order] - 1)
-        nested = np.zeros(n, bool)
-        nested[1:] = reach[:-1] >= starts[1:]
-        del starts, reach
         mask = np.empty(n, bool)
-        mask[order] = ~nested
+        reach = np.iinfo(np.int64).min  # of the intervals so far, each on its key's line
+        for lo in range(0, n, _NODE_BLOCK):
+            starts = by_key[lo : lo + _NODE_BLOCK]
+            nodes = node_at[starts]
+            starts = keys[starts].astype(np.int64) * span + starts
+            ends = np.maximum.accumulate(starts + (size[nodes] - 1))
+            np.maximum(ends, reach, out=ends)
+            outermost = np.empty(len(starts), bool)
+            outermost[0] = reach < starts[0]
+            np.less(ends[:-1], starts[1:], out=outermost[1:])
+            mask[nodes] = outermost
+            reach = int(ends[-1])
         return mask
 
 
@@ -309,12 +376,22 @@ class Profile:
         stack, weight = self.samples.stack, self.samples.weight
         nodes = len(self.stacks)
         result = np.zeros(nodes)
-        # A block at a time: the copies without the idle samples stay small.
+        # Blocks of `block` samples are summed apart, then added (sums in sample
+        # order within a block, as `np.bincount` makes them); idle samples are
+        # left out a smaller block at a time, so that the copies stay small.
         block = max(_SAMPLE_BLOCK, nodes)
+        sums = result if len(stack) <= block else np.zeros(nodes)
         for lo in range(0, len(stack), block):
-            block_stack, block_weight = stack[lo : lo + block], weight[lo : lo + block]
-            used = block_stack >= 0
-            result += np.bincount(block_stack[used], weights=block_weight[used], minlength=nodes)
+            for part in range(lo, min(lo + block, len(stack)), _SAMPLE_BLOCK):
+                part_stack = stack[part : min(part + _SAMPLE_BLOCK, lo + block)]
+                part_weight = weight[part : part + len(part_stack)]
+                if part_stack.min() < 0:
+                    used = part_stack >= 0
+                    part_stack, part_weight = part_stack[used], part_weight[used]
+                np.add.at(sums, part_stack, part_weight)
+            if sums is not result:
+                result += sums
+                sums.fill(0.0)
         return result
 
     def frame_weights(
@@ -329,14 +406,18 @@ class Profile:
         groups = int(key_of_frame.max()) + 1 if len(key_of_frame) else 0
         if len(self.stacks) == 0:
             return np.zeros(groups), np.zeros(groups)
-        key_of_node = self.stacks.node_keys(key_of_frame)
+        stacks = self.stacks
+        key_of_node = stacks.node_keys(key_of_frame)
+        outermost = stacks.outermost_mask(key_of_node)  # (its temporaries go first)
         leaf = self.stack_weights()
         self_weight = np.bincount(key_of_node, weights=leaf, minlength=groups)
-        subtree = self.stacks.subtree_sums(leaf)
-        outermost = self.stacks.outermost_mask(key_of_node)
-        total_weight = np.bincount(
-            key_of_node[outermost], weights=subtree[outermost], minlength=groups
-        )
+        running = stacks._running_sums(leaf)
+        del leaf
+        # the subtree sums of the outermost nodes, added in node order a block at a time
+        total_weight = np.zeros(groups)
+        for lo in range(0, len(stacks), _NODE_BLOCK):
+            nodes = lo + np.flatnonzero(outermost[lo : lo + _NODE_BLOCK])
+            np.add.at(total_weight, key_of_node[nodes], stacks._subtree_sums(running, nodes))
         return self_weight, total_weight
 
     def slice(self, start: float | None, end: float | None) -> Profile:
@@ -532,8 +613,13 @@ class ProfileBuilder:
 
     # result
 
-    def build(self) -> Profile:
-        """The finished profile, samples sorted by time (stable for ties)."""
+    def build(self, stacks: StackTable | None = None) -> Profile:
+        """The finished profile, samples sorted by time (stable for ties).
+
+        `stacks` is a stack table made outside the builder (with
+        `flamesight.model.stack_building`, say), which the samples' stack ids
+        refer to, in place of the builder's own.
+        """
         self._flush()
         if self._chunks:
             stack = np.concatenate([c[0] for c in self._chunks])
@@ -552,7 +638,9 @@ class ProfileBuilder:
             stacks=StackTable(
                 np.frombuffer(self._parents, np.int32).copy(),
                 np.frombuffer(self._stack_frames, np.int32).copy(),
-            ),
+            )
+            if stacks is None
+            else stacks,
             samples=Samples(stack, time, weight),
             sampled=self.sampled,
             metadata=dict(self.metadata),
