@@ -40,8 +40,7 @@ import orjson
 
 from flamesight.formats.errors import FormatError, load_json, shorten
 from flamesight.formats.json_pieces import PIECE_BYTES, ListPieces, list_opener
-from flamesight.model import Profile, ProfileBuilder, ProfileGroup, Samples, StackTable, Unit
-from flamesight.model.limits import ProfileTooLarge, current_limits
+from flamesight.model import Profile, ProfileBuilder, ProfileGroup, StackTable, Unit
 
 NAME = "chrome-cpuprofile"
 TITLE = "Chrome/Node .cpuprofile"
@@ -471,17 +470,8 @@ class CpuProfileAssembler:
         np.subtract(times[1:], times[:-1], out=weights[:-1])
         keep = weights[:end] > 0
         stacks, times, weights = (_compact(column, keep) for column in (stacks, times, weights))
-        if len(stacks) > current_limits().max_samples:
-            raise ProfileTooLarge(
-                f"more than {current_limits().max_samples:,} samples (raise max_samples to load it)"
-            )
-        return Profile(
-            name=name,
-            unit=Unit.MICROSECONDS,
-            frames=builder.build().frames,
-            stacks=stack_table,
-            samples=Samples(stacks, times, weights),
-        )
+        builder.add_samples(stacks, weights, times)
+        return builder.build(stack_table)
 
     def _forget_nodes(self) -> None:
         """Drop the node columns (the walker has made its tables from them)."""

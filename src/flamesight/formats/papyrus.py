@@ -52,7 +52,6 @@ from flamesight.model import (
     ProfileBuilder,
     ProfileGroup,
     ProfileTooLarge,
-    Samples,
     StackTable,
     Unit,
     current_limits,
@@ -636,11 +635,5 @@ class _Replay:
         ends = np.append(starts[1:], self.last_time) if len(starts) else starts
         times, weights = starts.astype(np.float64), (ends - starts).astype(np.float64)
         self.sample_entries, self.sample_times = array("i"), array("q")
-        return Profile(
-            name=self.builder.name,
-            unit=self.builder.unit,
-            frames=self.builder.build().frames,
-            stacks=stack_table,
-            samples=Samples(stacks, times, weights),
-            sampled=False,
-        )
+        self.builder.add_samples(stacks, weights, times)
+        return self.builder.build(stack_table)

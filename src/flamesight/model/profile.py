@@ -621,7 +621,9 @@ class ProfileBuilder:
         refer to, in place of the builder's own.
         """
         self._flush()
-        if self._chunks:
+        if len(self._chunks) == 1:  # one bulk add: its columns as they are, not copied
+            stack, time, weight = self._chunks[0]
+        elif self._chunks:
             stack = np.concatenate([c[0] for c in self._chunks])
             time = np.concatenate([c[1] for c in self._chunks])
             weight = np.concatenate([c[2] for c in self._chunks])
