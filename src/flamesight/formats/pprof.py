@@ -49,6 +49,7 @@ from flamesight.model import (
     current_limits,
     parse_unit,
 )
+from flamesight.model.stack_building import path_stacks
 
 NAME = "pprof"
 TITLE = "pprof"
@@ -375,8 +376,8 @@ def _stacks(
 ) -> tuple[StackTable, np.ndarray]:
     """The stack table of samples' location ids (given leaf first), and each sample's stack.
 
-    Stacks are interned by (parent stack, frame) a level of depth at a time,
-    root first, with NumPy; a sample without locations has the stack -1.
+    Stacks are interned with `path_stacks`; a sample without locations has
+    the stack -1.
     """
     lengths = np.fromiter(map(len, location_lists), np.int64, len(location_lists))
     flat = np.fromiter(chain.from_iterable(location_lists), np.uint64, int(lengths.sum()))
@@ -389,21 +390,13 @@ def _stacks(
         )
     frame_of_known = np.array([frame_of_location[int(k)] for k in known.tolist()], np.int64)
     frames = frame_of_known[at] if len(flat) else np.zeros(0, np.int64)
-    ends = np.cumsum(lengths)  # the root of sample i is at ends[i] - 1
-    span = len(frame_of_known) + 1
-    stack = np.full(len(lengths), -1, np.int64)
-    parents, frame_ids = [], []
-    count = 0
-    for depth in range(int(lengths.max(initial=0))):
-        active = np.flatnonzero(lengths > depth)
-        keys = (stack[active] + 1) * span + frames[ends[active] - 1 - depth]
-        unique_keys, which = np.unique(keys, return_inverse=True)
-        stack[active] = count + which
-        parents.append(unique_keys // span - 1)
-        frame_ids.append(unique_keys % span)
-        count += len(unique_keys)
-    table = StackTable(
-        np.concatenate([np.zeros(0, np.int64), *parents]).astype(np.int32),
-        np.concatenate([np.zeros(0, np.int64), *frame_ids]).astype(np.int32),
-    )
-    return table, stack.astype(np.int32)
+    ends = np.cumsum(lengths)
+    located = np.flatnonzero(lengths > 0)
+    # Leaf first: from a sample's root (its last entry) the path goes to the entry before,
+    # up to the sample's first entry.
+    next_entry = np.arange(-1, len(frames) - 1)
+    next_entry[ends[located] - lengths[located]] = -1
+    table, located_stacks = path_stacks(ends[located] - 1, next_entry, frames)
+    stack = np.full(len(lengths), -1, np.int32)
+    stack[located] = located_stacks
+    return table, stack
