@@ -53,7 +53,7 @@ from flamesight.formats.chrome_cpuprofile import (
     json_head_keys,
 )
 from flamesight.formats.errors import FormatError, shorten
-from flamesight.formats.json_pieces import decode_typed_json
+from flamesight.formats.json_pieces import absent_number, decode_typed_json
 from flamesight.model import Profile, ProfileBuilder, ProfileGroup, Unit
 
 NAME = "chrome-trace"
@@ -81,7 +81,6 @@ _HERMES_ARGS = (
     "allocatedName",
 )
 _SAMPLES_OPENER = re.compile(rb'"samples"[ \t\r\n]*:[ \t\r\n]*\[')
-_MARKER_STEM = 602_214_076_151_220_513  # a number Hermes files do not hold, made unique by search
 _SAMPLE_FRAME_TYPES = frozenset({int, str, type(None)})
 _NUMBER_TYPES = frozenset({int, float})
 _MAX_SAFE_INTEGER = 2.0**53 - 1
@@ -1433,9 +1432,7 @@ def _keys_with_sample_columns(data: bytes, start: int) -> dict | None:
         return None
     if not samples.closed:
         return None
-    marker = _MARKER_STEM
-    while data.find(b"%d" % marker, start) >= 0:
-        marker += 1
+    marker = absent_number(data, start)
     skeleton = b"{%s%d%s" % (data[start : opener.end()], marker, data[samples.end - 1 :])
     keys = decode_typed_json(skeleton, _KeysAfterSamples)
     if keys is None or keys.samples != [marker]:

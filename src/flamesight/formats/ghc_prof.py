@@ -39,6 +39,7 @@ import orjson
 
 from flamesight.formats.chrome_cpuprofile import describe_json_value, json_head_keys
 from flamesight.formats.errors import FormatError, load_json
+from flamesight.formats.json_pieces import absent_number
 from flamesight.model import Profile, ProfileBuilder, ProfileGroup, Unit
 from flamesight.model.stack_building import tree_stacks
 
@@ -73,7 +74,6 @@ _PROFILE_KEY = re.compile(rb'"profile"' + _SPACE + rb":" + _SPACE + rb"\{")
 _DIGITS_ONLY = bytes(byte if byte in b"0123456789" else ord(" ") for byte in range(256))
 _NOT_STRUCTURE = bytes(byte for byte in range(256) if byte not in b"{}[],")
 _PIECE_BYTES = 1 << 20
-_MARKER_STEM = 731_694_205_836_190_412
 _MAX_FAST_DEPTH = 250  # deeper trees go to orjson, which refuses too deep a document
 _MAX_FAST_ID = 2**20  # (GHC numbers its cost centres from 1)
 
@@ -153,9 +153,7 @@ def _read_tree_text(data: bytes) -> tuple[dict, _Tree] | None:
     tree = _tree_columns(data, start, end)
     if tree is None:
         return None
-    stem = _MARKER_STEM
-    while data.find(b"%d" % stem) >= 0:
-        stem += 1
+    stem = absent_number(data)
     try:
         skeleton = orjson.loads(b"".join((data[:start], b"%d" % stem, data[end:])))
     except orjson.JSONDecodeError:

@@ -73,6 +73,14 @@ _MARKER_STEM = 731_694_205_836
 _MAX_MARKER_DIGITS = 6  # digits after the stem: markers stay below 2**63
 
 
+def absent_number(data: bytes, start: int = 0) -> int:
+    """A number whose digits occur nowhere in ``data[start:]``: a marker for a skeleton."""
+    number = _MARKER_STEM
+    while data.find(b"%d" % number, start) >= 0:
+        number += 1
+    return number
+
+
 def list_opener(key: str) -> re.Pattern[bytes]:
     """A pattern for ``"key": [`` (any white space); a match ends where the list's inside starts."""
     return re.compile(rb'"' + re.escape(key.encode()) + rb'"' + _SPACE + rb":" + _SPACE + rb"\[")
@@ -206,9 +214,7 @@ class ListPieces:
         digits = len(str(max(count - 1, 0)))
         if digits > _MAX_MARKER_DIGITS:
             return None
-        stem = _MARKER_STEM
-        while data.find(b"%d" % stem) >= 0:
-            stem += 1
+        stem = absent_number(data)
         view = memoryview(data)
         parts = []
         done = 0
