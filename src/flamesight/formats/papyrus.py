@@ -51,7 +51,6 @@ from flamesight.model import (
     Profile,
     ProfileBuilder,
     ProfileGroup,
-    ProfileTooLarge,
     StackTable,
     Unit,
     current_limits,
@@ -493,7 +492,7 @@ class _Replay:
         self.entry_parents = array("i")  # every frame entered: the entry it was entered on
         self.entry_frames = array("i")
         self.last_time: int | None = None
-        self.max_samples = current_limits().max_samples
+        self.limits = current_limits()
         self.sample_entries = array("i")
         self.sample_times = array("q")  # each sample runs to the next one's time (or `last_time`)
 
@@ -503,10 +502,7 @@ class _Replay:
         if last is not None and time > last:
             self.sample_entries.append(self.open_entries[-1] if self.open_entries else -1)
             self.sample_times.append(last)
-            if len(self.sample_times) > self.max_samples:
-                raise ProfileTooLarge(
-                    f"more than {self.max_samples:,} samples (raise max_samples to load it)"
-                )
+            self.limits.check_samples(len(self.sample_times))
         self.last_time = time
 
     def _push(self, at: int, name: str) -> None:

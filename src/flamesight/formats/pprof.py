@@ -42,7 +42,6 @@ from flamesight.model import (
     Profile,
     ProfileBuilder,
     ProfileGroup,
-    ProfileTooLarge,
     Samples,
     StackTable,
     Unit,
@@ -142,10 +141,7 @@ def parse(data: bytes, name: str) -> ProfileGroup:
     ]
     order = _profile_order(sample_types, string(message.default_sample_type, "default_sample_type"))
 
-    if len(sample_of_encoding) > current_limits().max_samples:
-        raise ProfileTooLarge(
-            f"more than {current_limits().max_samples:,} samples (raise max_samples to load it)"
-        )
+    current_limits().check_samples(len(sample_of_encoding))
     builder = ProfileBuilder(name, Unit.NONE)
     frames = {
         location: builder.frame(*fields)

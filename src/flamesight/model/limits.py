@@ -21,6 +21,13 @@ class Limits:
     max_samples: int = 200_000_000
     max_frames: int = 20_000_000
 
+    def check_samples(self, count: int) -> None:
+        """Raise `ProfileTooLarge` when `count` samples cross `max_samples`."""
+        if count > self.max_samples:
+            raise ProfileTooLarge(
+                f"more than {self.max_samples:,} samples (raise max_samples to load it)"
+            )
+
 
 class ProfileTooLarge(ValueError):
     """Raised when an input crosses one of the `Limits`."""

@@ -567,10 +567,8 @@ class ProfileBuilder:
 
     def _count(self, added: int) -> None:
         self._sample_count += added
-        if self._sample_count > self._limits.max_samples:
-            raise ProfileTooLarge(
-                f"more than {self._limits.max_samples:,} samples (raise max_samples to load it)"
-            )
+        if self._sample_count > self._limits.max_samples:  # (no call per sample otherwise)
+            self._limits.check_samples(self._sample_count)
 
     def _flush(self) -> None:
         if self._stacks:
