@@ -41,6 +41,7 @@ import orjson
 from flamesight.formats.errors import FormatError, load_json, shorten
 from flamesight.formats.json_pieces import PIECE_BYTES, ListPieces, list_opener
 from flamesight.model import Profile, ProfileBuilder, ProfileGroup, StackTable, Unit
+from flamesight.model.profile import link_depths
 
 NAME = "chrome-cpuprofile"
 TITLE = "Chrome/Node .cpuprofile"
@@ -937,22 +938,6 @@ def joined(chunks: list[np.ndarray], dtype: type) -> np.ndarray:
     if len(chunks) == 1:
         return chunks[0]
     return np.concatenate(chunks) if chunks else np.zeros(0, dtype)
-
-
-def link_depths(links: np.ndarray) -> np.ndarray | None:
-    """How many links lead from each node to one without (-1), by pointer jumping, in
-    the links' integer type; None if the links form a cycle."""
-    jump = links.copy()
-    depth = (jump >= 0).astype(links.dtype)
-    active = np.flatnonzero(jump >= 0)
-    for _ in range(len(links).bit_length() + 1):
-        if not active.size:
-            break
-        target = jump[active]
-        depth[active] += depth[target]
-        jump[active] = jump[target]
-        active = active[jump[active] >= 0]
-    return None if active.size else depth
 
 
 def _look_up_in_place(table: np.ndarray, indexes: np.ndarray) -> np.ndarray:

@@ -50,11 +50,11 @@ from flamesight.formats.chrome_cpuprofile import (
     describe_json_value,
     joined,
     json_head_keys,
-    link_depths,
 )
 from flamesight.formats.errors import FormatError, load_json
 from flamesight.formats.json_pieces import ListPieces
 from flamesight.model import Profile, ProfileBuilder, ProfileGroup, StackTable, Unit
+from flamesight.model.profile import link_depths
 
 NAME = "firefox"
 TITLE = "Firefox profiler (Gecko) JSON"

@@ -109,6 +109,22 @@ _NODE_BLOCK = 1 << 16
 """Stack nodes taken a block at a time by the tree passes, to keep their temporaries small."""
 
 
+def link_depths(links: np.ndarray) -> np.ndarray | None:
+    """How many links lead from each node to one without (-1), by pointer jumping, in
+    the links' integer type; None if the links form a cycle."""
+    jump = links.copy()
+    depth = (jump >= 0).astype(links.dtype)
+    active = np.flatnonzero(jump >= 0)
+    for _ in range(len(links).bit_length() + 1):
+        if not active.size:
+            break
+        target = jump[active]
+        depth[active] += depth[target]
+        jump[active] = jump[target]
+        active = active[jump[active] >= 0]
+    return None if active.size else depth
+
+
 @dataclass(frozen=True, eq=False)
 class StackTable:
     """A prefix tree of frames: stack `i` is frame `frame[i]` called from `parent[i]`.
@@ -147,15 +163,10 @@ class StackTable:
     @cached_property
     def depth(self) -> np.ndarray:
         """Depth of every stack node (roots are 0), by pointer jumping."""
-        jump = self.parent.astype(np.int32, copy=True)
-        dist = (jump >= 0).astype(np.int32)
-        active = np.flatnonzero(jump >= 0)
-        while active.size:
-            target = jump[active]
-            dist[active] += dist[target]
-            jump[active] = jump[target]
-            active = active[jump[active] >= 0]
-        return dist
+        depth = link_depths(self.parent.astype(np.int32, copy=False))
+        if depth is None:
+            raise ValueError("the stack table's parent links form a cycle")
+        return depth
 
     def levels(self) -> list[np.ndarray]:
         """The nodes a level of depth at a time, roots first (made on each call, not kept).
