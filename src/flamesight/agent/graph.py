@@ -10,9 +10,10 @@ call the agent named in the run's config); a server hands each agent the
 system message it keeps per trace (`build_system_message`).
 
 The graph runs on an event loop (`astream`): the model's answer is read
-with langchain-openai's `ChatOpenAI` streaming asynchronously (its chunks
-left as plain dicts, `PlainChunks`), and tools, which are synchronous and
-CPU-bound, run in worker threads. `ChatTurn` is iterated with `async for`
+with `flamesight.llm.chat_stream` (the `openai` SDK's request, its stream
+read a network read at a time, so a busy process sends several tokens as one
+`model_chunk_append`), and tools, which are synchronous and CPU-bound, run
+in worker threads. `ChatTurn` is iterated with `async for`
 on the caller's loop (the server) or with `for` on a loop of its own (the
 CLI). The model is on the endpoint of `flamesight.llm` settings; the key is
 the API key, or an OAuth access token taken from the `flamesight.llm` auth
@@ -41,17 +42,17 @@ from typing import Annotated, Any, TypedDict
 
 import anyio.to_thread
 import openai
+import orjson
 from langchain_core.messages import (
     AIMessage,
-    AIMessageChunk,
     BaseMessage,
     HumanMessage,
     SystemMessage,
     ToolMessage,
+    convert_to_openai_messages,
     messages_from_dict,
     messages_to_dict,
 )
-from langchain_core.messages.ai import add_ai_message_chunks
 from langchain_core.runnables import RunnableConfig
 from langgraph.graph import END, START, StateGraph
 
@@ -69,9 +70,15 @@ from flamesight.agent.events import (
 from flamesight.agent.snapshots import SnapshotSink
 from flamesight.agent.tools import LoadedProfiles, ToolFailure, find_tool, tools_for
 from flamesight.analysis import summary
-from flamesight.llm import ApiKey, Auth, ClientCredentials, LLMError, Settings, scrub
+from flamesight.llm import Auth, ClientCredentials, LLMError, Settings, scrub
 from flamesight.llm.auth import connection_problem
-from flamesight.llm.endpoint import checked_http_client, turn_http_client
+from flamesight.llm.chat_stream import ChatAnswer, ToolCall, stream_chat
+from flamesight.llm.endpoint import (
+    async_openai_client,
+    omitted_auth_header,
+    turn_http_client,
+    wants_max_completion_tokens,
+)
 from flamesight.llm.errors import Failure
 
 log = logging.getLogger(__name__)
@@ -174,6 +181,9 @@ class ChatAgent:
         self._system = system_message
         self._http_client: Any = None
         """The model's HTTP client (checking `settings.url_check`): one per turn, closed at its end."""
+        self._tokens_field = "max_tokens"
+        """The request's field for `settings.max_tokens` (some endpoints want
+        ``max_completion_tokens``; asked again with it once they say so)."""
 
     # the public surface
 
@@ -225,66 +235,60 @@ class ChatAgent:
     async def _stream_answer(
         self, request: list[BaseMessage], concluding: bool, write: Callable[[Event], None]
     ) -> AIMessage:
-        retried = False
+        where = self.settings.display_url
+        token_retried = False
         while True:
-            chunks: list[AIMessageChunk] = []
+            answer = ChatAnswer()
             in_text = False
             try:
-                model = await anyio.to_thread.run_sync(self._model, concluding)
-                async for chunk in model.astream(request):
-                    chunks.append(chunk)
-                    text = chunk.text
-                    if text:
-                        if not in_text:
-                            write(ModelChunkStart())
-                            in_text = True
-                        write(ModelChunkAppend(text))
+                client = await anyio.to_thread.run_sync(self._client)
+                body = self._request_body(request, concluding)
+                async for text in stream_chat(client, body, answer, where):
+                    if not in_text:
+                        write(ModelChunkStart())
+                        in_text = True
+                    write(ModelChunkAppend(text))
                 if in_text:
                     write(ModelChunkEnd())
-            except openai.AuthenticationError:
-                if isinstance(self.auth, ClientCredentials) and not retried and not chunks:
+            except openai.APIStatusError as error:
+                if (
+                    error.status_code == 401
+                    and isinstance(self.auth, ClientCredentials)
+                    and not token_retried
+                ):
                     log.info("the endpoint refused the OAuth token; fetching a new one")
                     self.auth.invalidate()
-                    retried = True
+                    token_retried = True
+                    continue
+                if self._tokens_field == "max_tokens" and wants_max_completion_tokens(error):
+                    log.info("the endpoint wants max_completion_tokens; asking again with it")
+                    self._tokens_field = "max_completion_tokens"
                     continue
                 raise
             except (openai.APIConnectionError, openai.APITimeoutError) as error:
-                if not chunks:
+                if not answer.events:
                     raise
                 what = (
                     "stopped sending"
                     if isinstance(error, openai.APITimeoutError)
-                    else ("closed the connection")
+                    else "closed the connection"
                 )
                 raise LLMError(
                     Failure.BAD_ANSWER,
-                    f"{self.settings.display_url} {what} in the middle of the answer: the "
-                    "answer is incomplete; ask again",
+                    f"{where} {what} in the middle of the answer: the answer is incomplete; "
+                    "ask again",
                 ) from error
             break
-        where = self.settings.display_url
-        if not chunks:
+        if not answer.events:
             raise LLMError(Failure.BAD_ANSWER, f"{where} sent an empty answer")
-        total = add_ai_message_chunks(chunks[0], *chunks[1:])  # one merge, not one per chunk
-        if not total.response_metadata.get("finish_reason"):
+        if not answer.finish_reason:
             raise LLMError(
                 Failure.BAD_ANSWER,
                 f"the answer from {where} stopped before the model finished (no finish_reason): "
                 "the answer is incomplete; ask again",
             )
-        tool_calls = [] if concluding else list(total.tool_calls)
-        invalid = [] if concluding else list(total.invalid_tool_calls)
-        for call in invalid:
-            # Arguments that are not JSON: the model reads why in the tool result.
-            tool_calls.append(
-                {
-                    "name": call.get("name") or "unknown",
-                    "args": {"__invalid__": call.get("args") or ""},
-                    "id": call.get("id") or f"call_invalid_{len(tool_calls)}",
-                    "type": "tool_call",
-                }
-            )
-        return AIMessage(content=total.text, tool_calls=tool_calls)
+        tool_calls = [] if concluding else [_tool_call(i, c) for i, c in answer.calls()]
+        return AIMessage(content=answer.text, tool_calls=tool_calls)
 
     async def _tools(self, state: AgentState, write: Callable[[Event], None]) -> dict[str, Any]:
         last = state["messages"][-1]
@@ -327,50 +331,32 @@ class ChatAgent:
 
     # the model
 
-    def _model(self, concluding: bool) -> Any:
-        from langchain_openai import AzureChatOpenAI, ChatOpenAI
-
-        settings = self.settings
-        key = _credentials(self.auth)
-        common: dict[str, Any] = {
-            "model": settings.model,
-            "temperature": settings.temperature,
-            "max_tokens": settings.max_tokens,
-            "timeout": settings.timeout,
-            "max_retries": settings.max_retries,
-            "default_headers": dict(settings.headers) or None,
-            "streaming": True,
-            # The read timeout (`timeout`) bounds a stalled stream; a second, per-chunk
-            # timer would cost a task per chunk.
-            "stream_chunk_timeout": None,
-        }
+    def _client(self) -> openai.AsyncOpenAI:
+        """The SDK client for the next request (in a worker thread: it may fetch a token)."""
         if self._http_client is None:
-            self._http_client = turn_http_client(settings)
-        common["http_async_client"] = self._http_client
-        common["http_client"] = checked_http_client(settings)  # unused, but made on construction
-        if settings.provider == "azure":
-            credential = (
-                {"azure_ad_token": key}
-                if isinstance(self.auth, ClientCredentials)
-                else {"api_key": key}
-            )
-            model = AzureChatOpenAI(
-                base_url=settings.base_url,
-                api_version=settings.api_version,
-                default_query=dict(settings.query) or None,
-                **credential,
-                **common,
-            )
-        else:
-            model = ChatOpenAI(
-                base_url=settings.base_url,
-                api_key=key,
-                default_query=dict(settings.query) or None,
-                **common,
-            )
-        model.async_client = PlainChunks(model.async_client)
-        schemas = [tool.openai_schema() for tool in self.tools]
-        return model.bind_tools(schemas, tool_choice="none" if concluding else None)
+            self._http_client = turn_http_client(self.settings)
+        return async_openai_client(self.settings, self.auth, self._http_client)
+
+    def _request_body(self, request: list[BaseMessage], concluding: bool) -> dict[str, Any]:
+        """The chat-completions request: the messages, the tools (switched off to conclude)."""
+        settings = self.settings
+        messages = convert_to_openai_messages(request)
+        for message in messages:
+            if message.get("tool_calls") and not message.get("content"):
+                message["content"] = None  # what OpenAI sends back for a message of tool calls
+        body: dict[str, Any] = {
+            "model": settings.model,
+            "messages": messages,
+            "temperature": settings.temperature,
+            self._tokens_field: settings.max_tokens,
+            "stream": True,
+            "tools": [tool.openai_schema() for tool in self.tools],
+        }
+        if concluding:
+            body["tool_choice"] = "none"
+        if omitted := omitted_auth_header(settings, self.auth):
+            body["extra_headers"] = omitted
+        return body
 
     def _describe(self, error: BaseException) -> str:
         secrets = self.auth.secrets()
@@ -437,23 +423,6 @@ class ChatAgent:
 
 
 # helpers
-
-
-class PlainChunks:
-    """A chat model's `async_client` that leaves the streamed chunks as plain dicts.
-
-    The request is the SDK's own (`create`, with its retries and errors); only
-    the SDK's typed chunk objects, which langchain turns back into dicts at
-    once, are skipped: building them was half of a turn's CPU time per token.
-    """
-
-    def __init__(self, completions: Any) -> None:
-        self.completions = completions
-
-    async def create(self, **payload: Any) -> openai.AsyncStream[object]:
-        """Send the streaming request; its chunks, as the JSON they arrive in."""
-        raw = await self.completions.with_raw_response.create(**payload)
-        return raw.parse(to=openai.AsyncStream[object])
 
 
 def build_system_message(profiles: LoadedProfiles, source: str | None = None) -> str:
@@ -537,13 +506,21 @@ def history_from_dicts(data: Sequence[dict[str, Any]]) -> list[BaseMessage]:
     return messages_from_dict(list(data))
 
 
-def _credentials(auth: Auth) -> str:
-    """The API key or a valid OAuth access token (fetched when needed); a placeholder for none."""
-    if isinstance(auth, ClientCredentials):
-        return auth.access_token().reveal()
-    if isinstance(auth, ApiKey):
-        return auth.key.reveal()
-    return "none"
+def _tool_call(index: int, call: ToolCall) -> dict[str, Any]:
+    """A langchain tool call; arguments that are not a JSON object go under ``__invalid__``
+    (the tool then tells the model why)."""
+    try:
+        args = orjson.loads(call.arguments) if call.arguments.strip() else {}
+    except orjson.JSONDecodeError:
+        args = None
+    if not isinstance(args, dict):
+        args = {"__invalid__": call.arguments}
+    return {
+        "name": call.name or "unknown",
+        "args": args,
+        "id": call.id or f"call_{index}",
+        "type": "tool_call",
+    }
 
 
 def _snapshot_name(args: dict[str, Any]) -> str:

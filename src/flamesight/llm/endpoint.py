@@ -27,6 +27,7 @@ import json
 import logging
 import re
 import ssl
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -131,10 +132,9 @@ def complete(
                 turn = replace(turn, stream=False)
                 continue
             if (
-                status in (400, 422)
-                and settings.provider != "anthropic"
+                settings.provider != "anthropic"
                 and turn.completion_tokens_field == "max_tokens"
-                and "max_completion_tokens" in message
+                and wants_max_completion_tokens(error)
             ):
                 log.info("the endpoint wants max_completion_tokens; asking again with it")
                 turn = replace(turn, completion_tokens_field="max_completion_tokens")
@@ -206,7 +206,11 @@ def turn_http_client(settings: Settings) -> httpx2.AsyncClient:
     """An async HTTP client for one chat turn (its owner closes it when the turn ends).
 
     It runs `settings.url_check`, if any, on every request, redirects included
-    (in a worker thread: a check may resolve host names).
+    (in a worker thread: a check may resolve host names). Its transport is
+    aiohttp (the SDK's `DefaultAioHttpClient`): a streamed answer costs a
+    read per token, and aiohttp's reads take about half the CPU of httpx's
+    (`benchmarks/fleet_bench.py`), which is what a worker streaming a hundred
+    answers at once spends most of its time on.
     """
     check = settings.url_check
     hooks: dict[str, list[Callable[[httpx2.Request], Any]]] = {}
@@ -216,30 +220,74 @@ def turn_http_client(settings: Settings) -> httpx2.AsyncClient:
             await anyio.to_thread.run_sync(check, str(request.url))
 
         hooks["request"] = [before_sending]
-    return httpx2.AsyncClient(follow_redirects=True, event_hooks=hooks, verify=_tls_context())
+    return openai.DefaultAioHttpClient(
+        follow_redirects=True, event_hooks=hooks, verify=_tls_context()
+    )
+
+
+_TLS_LOCK = threading.Lock()
 
 
 @functools.cache
 def _tls_context() -> ssl.SSLContext:
-    """httpx's default TLS context, made once: loading the CA certificates takes ~25 ms."""
+    """httpx's default TLS context, made once: loading the CA certificates takes ~25 ms.
+
+    Under a lock: a burst of turns starting at once (each building its client
+    in a thread) would otherwise all miss the cache and each load them.
+    """
+    with _TLS_LOCK:
+        return _shared_tls_context()
+
+
+@functools.cache
+def _shared_tls_context() -> ssl.SSLContext:
     return httpx2.create_ssl_context()
 
 
 def _openai_client(settings: Settings, auth: Auth) -> openai.OpenAI:
-    common: dict[str, Any] = {
+    secret, options = _client_options(settings, auth)
+    options["http_client"] = checked_http_client(settings)
+    if settings.provider != "azure":
+        return openai.OpenAI(api_key=secret, **options)
+    if isinstance(auth, ClientCredentials):
+        return openai.AzureOpenAI(azure_ad_token=secret, **options)
+    return openai.AzureOpenAI(api_key=secret, **options)
+
+
+def async_openai_client(
+    settings: Settings, auth: Auth, http_client: httpx2.AsyncClient
+) -> openai.AsyncOpenAI:
+    """An async OpenAI (or Azure OpenAI) client for `settings` on `http_client`
+    (`turn_http_client`), with the API key or a valid OAuth token (fetched when needed:
+    call it in a worker thread)."""
+    secret, options = _client_options(settings, auth)
+    options["http_client"] = http_client
+    if settings.provider != "azure":
+        return openai.AsyncOpenAI(api_key=secret, **options)
+    if isinstance(auth, ClientCredentials):
+        return openai.AsyncAzureOpenAI(azure_ad_token=secret, **options)
+    return openai.AsyncAzureOpenAI(api_key=secret, **options)
+
+
+def _client_options(settings: Settings, auth: Auth) -> tuple[str, dict[str, Any]]:
+    """The credential to send and the SDK client's other options, for either client."""
+    options: dict[str, Any] = {
         "base_url": settings.base_url,
         "timeout": settings.timeout,
         "max_retries": settings.max_retries,
         "default_headers": dict(settings.headers) or None,
         "default_query": dict(settings.query) or None,
-        "http_client": checked_http_client(settings),
     }
-    secret = _credentials(auth)
-    if settings.provider != "azure":
-        return openai.OpenAI(api_key=secret, **common)
-    if isinstance(auth, ClientCredentials):
-        return openai.AzureOpenAI(azure_ad_token=secret, api_version=settings.api_version, **common)
-    return openai.AzureOpenAI(api_key=secret, api_version=settings.api_version, **common)
+    if settings.provider == "azure":
+        options["api_version"] = settings.api_version
+    return _credentials(auth), options
+
+
+def omitted_auth_header(settings: Settings, auth: Auth) -> dict[str, Any]:
+    """Extra request headers that drop the SDK's placeholder credential when there is no auth."""
+    if not isinstance(auth, NoAuth):
+        return {}
+    return {"api-key" if settings.provider == "azure" else "Authorization": openai.Omit()}
 
 
 def _send_openai(
@@ -258,9 +306,8 @@ def _send_openai(
     }
     if turn.stream:
         body["stream_options"] = {"include_usage": True}
-    if isinstance(auth, NoAuth):
-        header = "api-key" if settings.provider == "azure" else "Authorization"
-        body["extra_headers"] = {header: openai.Omit()}
+    if omitted := omitted_auth_header(settings, auth):
+        body["extra_headers"] = omitted
     with client, client.chat.completions.with_streaming_response.create(**body) as response:
         content_type = response.headers.get("content-type", "")
         if turn.stream and "text/event-stream" in content_type:
@@ -572,6 +619,11 @@ def _server_message(error: BaseException) -> str:
         text = reason or getattr(error, "message", "") or type(error).__name__
     flat = " ".join(str(text).split())
     return flat if len(flat) <= _SERVER_TEXT_LIMIT else flat[: _SERVER_TEXT_LIMIT - 1] + "…"
+
+
+def wants_max_completion_tokens(error: openai.APIStatusError | anthropic.APIStatusError) -> bool:
+    """Whether the endpoint refused ``max_tokens`` and asks for ``max_completion_tokens``."""
+    return error.status_code in (400, 422) and "max_completion_tokens" in _server_message(error)
 
 
 def _attempts(error: BaseException) -> str:
