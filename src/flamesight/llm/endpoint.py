@@ -269,6 +269,14 @@ def async_openai_client(
     return openai.AsyncAzureOpenAI(api_key=secret, **options)
 
 
+def warm_up() -> None:
+    """Make the TLS context and import the SDK's chat client now (~0.1 s of CPU), so
+    that a server's first burst of chat turns does not pay for it while others stream."""
+    _tls_context()
+    client = openai.AsyncOpenAI(api_key="none", base_url="http://127.0.0.1", max_retries=0)
+    client.chat.completions  # noqa: B018 (the resource and its modules load on first use)
+
+
 def _client_options(settings: Settings, auth: Auth) -> tuple[str, dict[str, Any]]:
     """The credential to send and the SDK client's other options, for either client."""
     options: dict[str, Any] = {

@@ -476,7 +476,8 @@ class ChatService:
             store = ChatRepository(self.state.sessions, session.owner_id)
             question = history_to_dicts([HumanMessage(prompt)])
             await store.add_messages(session.id, question)
-            await self.bus.publish(session, {"type": "waiting_for_model"})
+            self.publisher.put(session, {"type": "waiting_for_model"})
+            await self.publisher.flush(session.id)
             await self.jobs.enqueue(job)
         except BaseException:
             await self.turns.release(job)
@@ -518,7 +519,10 @@ class ChatService:
                 await store.add_messages(session.id, new_messages)
             finally:
                 await self.turns.release(job)
-        await self.bus.publish(session, last)
+        # With the other turns' events (`publisher`): turns that end together, as those
+        # started together do, then cost one batch, not a publish each.
+        self.publisher.put(session, last)
+        await self.publisher.flush(session.id)
 
     async def _system_message(self, blob_key: str, name: str, group: ProfileGroup) -> str:
         """The agent's system message for a trace, built once (in a worker thread) and kept

@@ -222,6 +222,7 @@ return 1
 _TAKE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   redis.call('SET', KEYS[1], ARGV[1] .. ' running', 'PX', ARGV[2])
+  for i = 2, #KEYS do redis.call('ZREM', KEYS[i], ARGV[3]) end
   return 1
 end
 return 0
@@ -468,10 +469,18 @@ class RedisLeases:
         """Mark the job done and free the lease (if the job still holds it)."""
         await self._release(keys=[lease.key, lease.done_key], args=[lease.job_id, DONE_TTL_S])
 
-    async def take(self, lease: Lease) -> bool:
-        """A worker starts the job: True for the one taker of a waiting job (not given up)."""
+    async def take(self, lease: Lease, arq_job_id: str) -> bool:
+        """A worker starts the job: True for the one taker of a waiting job (not given up).
+
+        The taker also takes the arq job out of the queues it could be waiting on (the
+        shared one and this worker's): arq leaves a running job in its queue until it
+        ends, and every poll of every worker looks at each such job again (three Redis
+        calls each; with a hundred turns running, thousands of calls a second). The
+        lease, not arq's queue, is what finds a job whose worker died.
+        """
         ttl = int(HEARTBEAT_TTL_S * 1000)
-        return bool(await self._take(keys=[lease.key], args=[lease.job_id, ttl]))
+        keys = [lease.key, QUEUE_NAME, worker_key(WORKER_NAME, "jobs")]
+        return bool(await self._take(keys=keys, args=[lease.job_id, ttl, arq_job_id]))
 
     async def refresh(self, lease: Lease) -> bool:
         """Keep holding the lease of a running job (again, after Redis lost the key)."""

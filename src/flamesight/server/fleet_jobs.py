@@ -87,7 +87,7 @@ async def run_chat_turn(
     state: ServerState = ctx["state"]
     job = ChatTurnJob(owner_id, session_id, turn_id, sealed)
     leases = leases_of(state)
-    if not await leases.take(turn_lease(job)):
+    if not await leases.take(turn_lease(job), ctx["job_id"]):
         log.warning("chat turn %s was taken by another worker or given up", turn_id)
         return
     log.info("chat turn %s of session %s runs on worker %s", turn_id, session_id, WORKER_NAME)
@@ -114,7 +114,7 @@ async def run_analysis(
     state: ServerState = ctx["state"]
     leases = leases_of(state)
     lease = analysis_lease(job_id)
-    if not await leases.take(lease):
+    if not await leases.take(lease, ctx["job_id"]):
         log.warning("analysis %s was taken by another worker or given up", job_id)
         return
     log.info("analysis %s of trace %s runs on worker %s", job_id, trace_id, WORKER_NAME)

@@ -10,8 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+import anyio.to_thread
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from flamesight.llm.endpoint import warm_up
 from flamesight.server.cache import ProfileCache
 from flamesight.server.database import create_engine, migrate, session_factory
 from flamesight.server.repository import Repository, ensure_user
@@ -59,6 +61,7 @@ async def start_server(settings: Settings) -> ServerState:
     except BaseException:
         await engine.dispose()
         raise
+    await anyio.to_thread.run_sync(warm_up)
     state = ServerState(
         settings=settings,
         engine=engine,
