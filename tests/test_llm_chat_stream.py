@@ -10,7 +10,7 @@ import pytest
 
 from flamesight.agent import ChatAgent, LoadedProfiles
 from flamesight.formats import load
-from flamesight.llm import NoAuth, Settings
+from flamesight.llm import ApiKey, NoAuth, Secret, Settings
 from flamesight.llm.chat_stream import _EventReader
 from tests.llm_servers import (
     Exchange,
@@ -202,3 +202,20 @@ def test_without_auth_no_credential_header_is_sent(endpoint: LoopbackServer) -> 
     events = run(endpoint)
     assert events[-1] == {"type": "model_response_end"}
     assert "authorization" not in endpoint.requests[0].headers
+
+
+def test_azure_chats_go_to_the_deployment_with_the_api_key_header(
+    endpoint: LoopbackServer,
+) -> None:
+    settings = Settings.for_endpoint(
+        endpoint.url, provider="azure", model="perf-4o", api_version="2024-10-21", max_retries=0
+    )
+    profiles = LoadedProfiles(load(BEFORE, "before.json"), name="before.json")
+    agent = ChatAgent(profiles, settings, ApiKey(Secret("azure-key-0001"), "the test"))
+    events = [event.to_dict() for event in agent.run([], "What is slow?")]
+    assert events[-1] == {"type": "model_response_end"}
+    [sent] = endpoint.requests
+    assert sent.path == "/openai/deployments/perf-4o/chat/completions"
+    assert sent.query == {"api-version": "2024-10-21"}
+    assert sent.headers["api-key"] == "azure-key-0001" and "authorization" not in sent.headers
+    assert sent.json()["model"] == "perf-4o" and sent.json()["stream"] is True

@@ -243,7 +243,8 @@ class ChatAgent:
             try:
                 client = await anyio.to_thread.run_sync(self._client)
                 body = self._request_body(request, concluding)
-                async for text in stream_chat(client, body, answer, where):
+                headers = omitted_auth_header(self.settings, self.auth)
+                async for text in stream_chat(client, body, answer, where, headers):
                     if not in_text:
                         write(ModelChunkStart())
                         in_text = True
@@ -354,8 +355,6 @@ class ChatAgent:
         }
         if concluding:
             body["tool_choice"] = "none"
-        if omitted := omitted_auth_header(settings, self.auth):
-            body["extra_headers"] = omitted
         return body
 
     def _describe(self, error: BaseException) -> str:

@@ -1,7 +1,7 @@
 """Streamed chat completions with tools, for the chat agent.
 
-The request is the `openai` SDK's (`async_openai_client`: its retries,
-status errors and auth); the answer's server-sent events are read here, a
+The request is the `openai` SDK's (`async_openai_client`, its ``post``:
+retries, status errors, auth, Azure's deployment URLs); the answer's server-sent events are read here, a
 network read at a time. Each read gives the text of all the events it
 completed as one piece: a model streaming slowly gives a piece per token,
 and a busy process that reads late gets several tokens in one piece, so the
@@ -85,13 +85,19 @@ class ChatAnswer:
 
 
 async def stream_chat(
-    client: openai.AsyncOpenAI, body: dict[str, Any], answer: ChatAnswer, where: str
+    client: openai.AsyncOpenAI,
+    body: dict[str, Any],
+    answer: ChatAnswer,
+    where: str,
+    headers: dict[str, Any] | None = None,
 ) -> AsyncIterator[str]:
-    """Send the streaming chat request `body`; yield the text each network read brought
-    (pieces with none are skipped) while `answer` fills in. `where` names the endpoint
-    in errors."""
+    """Send the streaming chat request `body` (JSON-ready: it is sent as it is, without the
+    SDK's per-field conversion of typed parameters, which cost more than the rest of the
+    request); yield the text each network read brought (pieces with none are skipped)
+    while `answer` fills in. `where` names the endpoint in errors; `headers` are sent
+    with the request."""
     try:
-        async for text in _stream(client, body, answer, where):
+        async for text in _stream(client, body, answer, where, headers or {}):
             yield text
     except openai.APITimeoutError as error:
         if _timed_out(error):
@@ -100,10 +106,22 @@ async def stream_chat(
 
 
 async def _stream(
-    client: openai.AsyncOpenAI, body: dict[str, Any], answer: ChatAnswer, where: str
+    client: openai.AsyncOpenAI,
+    body: dict[str, Any],
+    answer: ChatAnswer,
+    where: str,
+    headers: dict[str, Any],
 ) -> AsyncIterator[str]:
-    async with client.chat.completions.with_streaming_response.create(**body) as raw:
-        response = raw.http_response
+    stream = await client.post(
+        "/chat/completions",
+        cast_to=object,
+        body=body,
+        options={"headers": headers},
+        stream=True,
+        stream_cls=openai.AsyncStream[object],
+    )
+    response = stream.response
+    try:
         if "text/event-stream" not in response.headers.get("content-type", ""):
             document = _json(await response.aread(), where)
             choice = _first_choice(document, where, response.request)
@@ -115,33 +133,34 @@ async def _stream(
                     yield text
             return
         events = _EventReader()
-        try:
-            async for data in response.aiter_bytes():
-                pieces = []
-                failure: Exception | None = None
-                for event in events.feed(data):
-                    if event.startswith(b"[DONE]"):
-                        answer.done = True
-                        break
-                    try:
-                        choice = _first_choice(_json(event, where), where, response.request)
-                    except (LLMError, openai.APIError) as error:
-                        failure = error  # after the text that came before it
-                        break
-                    if choice is not None:
-                        if text := answer.add(choice.get("delta") or {}):
-                            pieces.append(text)
-                        answer.finish_reason = choice.get("finish_reason") or answer.finish_reason
-                if pieces:
-                    yield "".join(pieces)
-                if failure is not None:
-                    raise failure
-                if answer.done:
-                    return
-        except httpx2.TimeoutException as error:
-            raise openai.APITimeoutError(request=response.request) from error
-        except httpx2.RequestError as error:
-            raise openai.APIConnectionError(request=response.request) from error
+        async for data in response.aiter_bytes():
+            pieces = []
+            failure: Exception | None = None
+            for event in events.feed(data):
+                if event.startswith(b"[DONE]"):
+                    answer.done = True
+                    break
+                try:
+                    choice = _first_choice(_json(event, where), where, response.request)
+                except (LLMError, openai.APIError) as error:
+                    failure = error  # after the text that came before it
+                    break
+                if choice is not None:
+                    if text := answer.add(choice.get("delta") or {}):
+                        pieces.append(text)
+                    answer.finish_reason = choice.get("finish_reason") or answer.finish_reason
+            if pieces:
+                yield "".join(pieces)
+            if failure is not None:
+                raise failure
+            if answer.done:
+                return
+    except httpx2.TimeoutException as error:
+        raise openai.APITimeoutError(request=response.request) from error
+    except httpx2.RequestError as error:
+        raise openai.APIConnectionError(request=response.request) from error
+    finally:
+        await stream.close()
 
 
 def _timed_out(error: BaseException) -> bool:

@@ -35,7 +35,7 @@ def create_engine(url: str) -> AsyncEngine:
         engine = create_async_engine(url)
         event.listen(engine.sync_engine, "connect", _configure_sqlite)
         return engine
-    return create_async_engine(url, pool_pre_ping=True)
+    return create_async_engine(url, pool_pre_ping=True, pool_size=20, max_overflow=10)
 
 
 def _configure_sqlite(connection: Any, _record: Any) -> None:
