@@ -11,13 +11,16 @@ its threads do not share a GIL with the clients): each answer is
 machine), so the client can tell the delay from the model's chunk to its
 own receipt of the `model_chunk_append` event carrying it.
 
-`--sessions` WebSocket clients (half on each web process), each on a new
-chat session of one trace, send `--turns` prompts one after the other, all
-sessions at once. Checked per session: `seq` runs 1, 2, 3, ... with no gap
+`--sessions` WebSocket clients (half on each web process) each open a new
+chat session of one trace; once all are open, each sends `--turns` prompts
+one after the other, the first prompts all at the same moment or, with
+`--ramp S`, evenly spaced over S seconds (users arriving, not a thundering
+herd). Checked per session: `seq` runs 1, 2, 3, ... with no gap
 or repeat, every turn ends with `model_response_end`, and every chunk index
 0..tokens-1 arrives exactly once per turn, in order. Reported: lost and
 duplicated events and chunks (must be 0), the p50/p95/p99/max chunk delay
-(target p99 < 50 ms), turns/s, events/s and chunks/s over the whole run, the
+(target p99 < 50 ms), the time from a prompt to its answer's first text,
+turns/s, events/s and chunks/s over the whole run, the
 peak RSS of each process (psutil, sampled every 100 ms), and the CPU time
 each process used while the chats ran: the flamesight processes, the model,
 the clients, the PostgreSQL backends of the run's database and the Redis
@@ -25,6 +28,7 @@ server (all of it: other users of that Redis count too), and their total.
 
     .venv/bin/python benchmarks/fleet_bench.py                      # 200 sessions x 500 tokens
     .venv/bin/python benchmarks/fleet_bench.py --sessions 20 --tokens 100   # quick
+    .venv/bin/python benchmarks/fleet_bench.py --token-ms 50 --turns 2 --ramp 25
 
 Needs Redis at $FLAMESIGHT_BENCH_REDIS (redis://127.0.0.1:6379) and
 PostgreSQL at $FLAMESIGHT_BENCH_POSTGRES (postgresql://postgres@127.0.0.1:5432/test).
@@ -68,6 +72,8 @@ POSTGRES = os.environ.get("FLAMESIGHT_BENCH_POSTGRES", "postgresql://postgres@12
 FLAMESIGHT = str(Path(sys.executable).with_name("flamesight"))
 API_KEY = "sk-fleet-bench-0d4e"
 STAMP = re.compile(r"<(\d+):(\d+\.\d+)>")
+OPEN_SESSIONS: list[str] = []
+"""The sessions whose socket is open and acknowledged (the run starts when all are)."""
 
 
 # --- the scripted model (its own process) ------------------------------------------------
@@ -233,11 +239,16 @@ class SessionResult:
     chunks_lost: int = 0
     chunks_duplicated: int = 0
     turns_ok: int = 0
+    first_token: list[float] = field(default_factory=list)
+    """Per turn: seconds from sending the prompt to receiving the answer's first text."""
     errors: list[str] = field(default_factory=list)
 
 
-async def chat(url: str, trace_id: str, turns: int, tokens: int) -> SessionResult:
-    """One session: `turns` prompts one after the other, every event checked and timed."""
+async def chat(
+    url: str, trace_id: str, turns: int, tokens: int, start_after: float, opened: asyncio.Event
+) -> SessionResult:
+    """One session: open it, wait until every session is open and `start_after` seconds
+    more, then `turns` prompts one after the other, every event checked and timed."""
     result = SessionResult()
     ws = url.replace("http://", "ws://") + "/ws/chat"
     async with connect(ws, max_size=None, open_timeout=120, ping_timeout=None) as socket_:
@@ -248,10 +259,14 @@ async def chat(url: str, trace_id: str, turns: int, tokens: int) -> SessionResul
         )
         ack = orjson.loads(await socket_.recv())
         assert ack["type"] == "connection_ack", ack
+        OPEN_SESSIONS.append(url)
+        await opened.wait()
+        await asyncio.sleep(start_after)
         for turn in range(turns):
             await socket_.send(
                 orjson.dumps({"type": "user_prompt", "prompt": f"Turn {turn}?"}).decode()
             )
+            asked = time.time()
             seen: list[int] = []
             while True:
                 message = await socket_.recv()
@@ -259,6 +274,8 @@ async def chat(url: str, trace_id: str, turns: int, tokens: int) -> SessionResul
                 event = orjson.loads(message)
                 result.seqs.append(event["seq"])
                 if event["type"] == "model_chunk_append":
+                    if not seen:
+                        result.first_token.append(received - asked)
                     for index, sent in STAMP.findall(event["text"]):
                         seen.append(int(index))
                         result.delays.append(received - float(sent))
@@ -336,11 +353,29 @@ async def run(args: argparse.Namespace) -> None:
             response.raise_for_status()
             trace_id = response.json()["id"]
         others = {"model": model.pid or 0, "clients": os.getpid()}
+        opened = asyncio.Event()
+        sessions = [
+            asyncio.create_task(
+                chat(
+                    webs[n % 2],
+                    trace_id,
+                    args.turns,
+                    args.tokens,
+                    args.ramp * n / args.sessions,
+                    opened,
+                )
+            )
+            for n in range(args.sessions)
+        ]
+        while len(OPEN_SESSIONS) < args.sessions:
+            done = [task for task in sessions if task.done()]
+            if done:
+                await done[0]  # a session failed to open: say why
+            await asyncio.sleep(0.05)
         cpu_before = processes.cpu_seconds(others, database)
         started = time.monotonic()
-        results = await asyncio.gather(
-            *(chat(webs[n % 2], trace_id, args.turns, args.tokens) for n in range(args.sessions))
-        )
+        opened.set()
+        results = await asyncio.gather(*sessions)
         elapsed = time.monotonic() - started
         cpu = processes.cpu_seconds(others, database)
         cpu = {name: used - cpu_before[name] for name, used in cpu.items()}
@@ -377,9 +412,11 @@ def report(
     events = sum(len(result.seqs) for result in results)
     errors = [e for result in results for e in result.errors]
     p99 = percentile(delays, 0.99) if delays else float("nan")
+    first = [t * 1000 for result in results for t in result.first_token]
+    ramp = f", first prompts over {args.ramp:g} s" if args.ramp else ", first prompts at once"
     print(
         f"\n{args.sessions} sessions x {args.turns} turns x {args.tokens} tokens "
-        f"({args.token_ms} ms apart), 2 web processes, 2 workers\n"
+        f"({args.token_ms} ms apart){ramp}, 2 web processes, 2 workers\n"
     )
     print(
         "| sessions | turns ok | events | lost events | duplicated events | lost chunks "
@@ -393,16 +430,18 @@ def report(
     )
     print()
     print(
-        "| chunk delay p50 ms | p95 ms | p99 ms | max ms | wall s | turns/s | events/s | chunks/s |"
+        "| chunk delay p50 ms | p95 ms | p99 ms | max ms | first text p50 ms | p99 ms "
+        "| wall s | turns/s | events/s | chunks/s |"
     )
-    print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     mark = "" if p99 < 50 else " ✗"
     print(
         f"| {statistics.median(delays):.1f} | {percentile(delays, 0.95):.1f} | {p99:.1f}{mark} "
-        f"| {max(delays):.1f} | {elapsed:.1f} | {turns / elapsed:.2f} | {events / elapsed:,.0f} "
+        f"| {max(delays):.1f} | {statistics.median(first):.0f} | {percentile(first, 0.99):.0f} "
+        f"| {elapsed:.1f} | {turns / elapsed:.2f} | {events / elapsed:,.0f} "
         f"| {len(delays) / elapsed:,.0f} |"
         if delays
-        else "| - | - | - | - | - | - | - | - |"
+        else "| - | - | - | - | - | - | - | - | - | - |"
     )
     print()
     chunks = max(1, len(delays))
@@ -423,6 +462,13 @@ def main() -> None:
     parser.add_argument("--turns", type=int, default=1, help="prompts per session, one at a time")
     parser.add_argument("--tokens", type=int, default=500, help="chunks per answer")
     parser.add_argument("--token-ms", type=float, default=20.0, help="time between chunks")
+    parser.add_argument(
+        "--ramp",
+        type=float,
+        default=0.0,
+        help="seconds over which the sessions send their first prompts, evenly spaced "
+        "(0: all at the same moment)",
+    )
     asyncio.run(run(parser.parse_args()))
 
 
