@@ -39,12 +39,14 @@ embedded parts of `ChatService`:
   `analyze_routes.perform_analysis`, the function one process runs, so the
   stored analysis is the same; a client that goes away stops nothing.
 - Worker affinity: each worker also consumes a queue of its own
-  (``flamesight:worker:{name}:jobs``), says it is alive
-  (``flamesight:worker:{name}:alive``, 10 s, refreshed every 3 s) and which
+  (``flamesight:worker:{name}:jobs``), says it is alive and how many more
+  jobs that queue can start (``flamesight:worker:{name}:alive``, 10 s,
+  refreshed every 3 s) and which
   traces its memory cache holds (a hash per trace blob,
   ``flamesight:cache:{blob}:workers``, kept 30 s, refreshed, the worker's
   field removed when the cache drops the trace). A job about a trace goes
-  to the queue of a live worker holding it, else to the shared queue; one
+  to the queue of a live worker holding it with room for it (one at random,
+  weighted by that room, when several do), else to the shared queue; one
   not taken within 2 s is withdrawn from that queue (unless already
   started) and put on the shared one. The lease's atomic take makes sure
   it runs once whichever copy a worker picks.
@@ -73,6 +75,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import random
 import socket
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
@@ -650,15 +653,19 @@ class ArqJobQueue(BackgroundTasks):
         self.keep(asyncio.create_task(self.watch(job, queue, lost)))
 
     async def choose_queue(self, blob_key: str) -> str:
-        """The queue of a live worker whose cache holds `blob_key`, else the shared one."""
+        """The queue of a live worker whose cache holds `blob_key` and that has room for
+        more jobs, else the shared one. Among several, one at random, weighted by the
+        room each last advertised (a burst of turns spreads over them instead of filling
+        one and waiting for the hand-over)."""
         try:
-            holders = sorted(
-                name.decode() for name in await self.redis.hkeys(holders_key(blob_key))
-            )
-            for name in holders:
-                if await self.redis.exists(worker_key(name, "alive")):
+            holders = [name.decode() for name in await self.redis.hkeys(holders_key(blob_key))]
+            if holders:
+                free = await self.redis.mget([worker_key(name, "alive") for name in holders])
+                room = [max(0, int(slots or 0)) for slots in free]
+                if any(room):
+                    (name,) = random.choices(holders, weights=room)
                     return worker_key(name, "jobs")
-        except RedisError as error:
+        except (RedisError, ValueError) as error:
             log.warning("could not look up which worker holds a trace: %s", error)
         return QUEUE_NAME
 

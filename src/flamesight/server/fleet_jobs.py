@@ -4,7 +4,8 @@ A worker runs two arq workers in one process, sharing its Redis
 connection, its memory cache and its `ServerState`: one on the shared
 queue, one on a queue of its own (`fleet.worker_key`), where web
 processes put jobs about traces this worker holds. `CacheAdvert` says in
-Redis that the worker is alive and which trace blobs its cache holds,
+Redis that the worker is alive, how many more jobs its own queue can start,
+and which trace blobs its cache holds,
 refreshed every few seconds and at once when the cache changes (a trace
 parsed, one dropped). SIGINT or SIGTERM stops both; running jobs are
 cancelled and their clients told.
@@ -21,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from arq.connections import ArqRedis
@@ -150,11 +151,19 @@ async def run_analysis(
 
 
 class CacheAdvert:
-    """Tells Redis this worker is alive and which trace blobs its memory cache holds."""
+    """Tells Redis this worker is alive, how many more jobs its own queue can start, and
+    which trace blobs its memory cache holds."""
 
-    def __init__(self, redis: ArqRedis, cache: ProfileCache, name: str = WORKER_NAME) -> None:
+    def __init__(
+        self,
+        redis: ArqRedis,
+        cache: ProfileCache,
+        free_slots: Callable[[], int],
+        name: str = WORKER_NAME,
+    ) -> None:
         self.redis = redis
         self.cache = cache
+        self.free_slots = free_slots
         self.name = name
         self.advertised: set[str] = set()
 
@@ -173,7 +182,7 @@ class CacheAdvert:
         """Say the worker is alive, list it as a holder of its cached blobs, and of no other."""
         held = set(self.cache.keys())
         async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.set(worker_key(self.name, "alive"), str(time.time()), ex=ALIVE_TTL_S)
+            pipe.set(worker_key(self.name, "alive"), str(self.free_slots()), ex=ALIVE_TTL_S)
             for blob_key in held:
                 pipe.hset(holders_key(blob_key), self.name, "1")
                 pipe.expire(holders_key(blob_key), HOLDERS_TTL_S)
@@ -222,7 +231,7 @@ async def run_worker(settings: Any, max_jobs: int = 10) -> None:
         ]
         shared, own = workers
         shared.on_stop = own.handle_sig
-        advert = CacheAdvert(queue.redis, state.cache)
+        advert = CacheAdvert(queue.redis, state.cache, lambda: own.max_jobs - own.job_counter)
         advertising = asyncio.create_task(advert.run())
         try:
             with contextlib.suppress(asyncio.CancelledError):
