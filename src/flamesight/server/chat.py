@@ -81,6 +81,10 @@ EXPIRED_ENDPOINT = (
     "and when the socket that gave it closes); send start_analysis with it again"
 )
 TEXT = ModelChunkAppend.type
+BATCH_EVERY_S = 0.005
+"""The shortest time from one batch of events to the next: under load, events wait up
+to this long to share a batch (in fleet mode one database transaction and two Redis
+calls for all of them); with no batch in the last 5 ms an event goes out at once."""
 """The event type of a piece of model text."""
 
 
@@ -331,7 +335,8 @@ class EventPublisher:
     """Publishes the events of every turn this process runs, a batch at a time.
 
     Turns `put` their events without waiting. What all of them queued while
-    the previous batch was being published goes out as the next batch
+    the previous batch was being published, and at least `BATCH_EVERY_S`
+    after that batch started, goes out as the next batch
     (`EventBus.publish_batch`: in fleet mode one database transaction and one
     stream append for all its sessions), each session's runs of text pieces
     joined into one event (`coalesced`). Without load a batch is an event or
@@ -366,8 +371,10 @@ class EventPublisher:
             await asyncio.gather(self._task, return_exceptions=True)
 
     async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
         while True:
             items = [await self._queue.get()]
+            started = loop.time()
             while not self._queue.empty():
                 items.append(self._queue.get_nowait())
             batch: dict[str, tuple[SessionRecord, list[dict[str, Any]]]] = {}
@@ -394,6 +401,7 @@ class EventPublisher:
                     flush.done.set_result(None)
                 else:
                     flush.done.set_exception(error)
+            await asyncio.sleep(started + BATCH_EVERY_S - loop.time())
 
 
 class ChatService:
