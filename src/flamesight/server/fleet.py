@@ -289,6 +289,7 @@ class RedisEventBus:
         self._next_seq = redis.register_script(_NEXT_SEQ)
         self._next_seqs = redis.register_script(_NEXT_SEQS)
         self._append = redis.register_script(_APPEND)
+        self.reader = StreamReader(redis, self._stored_after)
 
     async def publish(self, session: SessionRecord, event: dict[str, Any]) -> dict[str, Any]:
         """Number `event`, store it, add it to the session's stream."""
@@ -343,42 +344,15 @@ class RedisEventBus:
         queue: EventQueue = asyncio.Queue()
         try:
             newest = await self.redis.xrevrange(stream_key(session_id), count=1)
-            start = newest[0][0] if newest else "0-0"
+            start = newest[0][0] if newest else b"0-0"
         except RedisError:
-            start = "0-0"
-        follower = asyncio.create_task(self._follow(session_id, start, queue))
+            start = b"0-0"
+        follower = _Follower(session_id, start, queue)
+        await self.reader.add(follower)
         try:
             yield queue
         finally:
-            follower.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await follower
-
-    async def _follow(self, session_id: str, last_id: Any, queue: EventQueue) -> None:
-        """Read the stream after `last_id` into `queue`, through Redis failures."""
-        last_seq = 0
-        broken = False
-        key = stream_key(session_id)
-        while True:
-            try:
-                if broken:
-                    # Redis was away: what it lost is in the database.
-                    for event in await self._stored_after(session_id, last_seq):
-                        last_seq = max(last_seq, event["seq"])
-                        queue.put_nowait(event)
-                    broken = False
-                reply = await self.redis.xread({key: last_id}, count=500, block=BLOCK_MS)
-                for _stream, entries in reply or ():
-                    for entry_id, fields in entries:
-                        last_id = entry_id
-                        event = _entry_event(fields)
-                        last_seq = max(last_seq, event["seq"])
-                        queue.put_nowait(event)
-            except (RedisError, OSError) as error:
-                if not broken:
-                    log.warning("reading chat events from Redis failed, retrying: %s", error)
-                broken = True
-                await asyncio.sleep(0.5)
+            self.reader.remove(follower)
 
     async def _stored_after(self, session_id: str, after_seq: int) -> list[dict[str, Any]]:
         """A session's stored events after `after_seq` (its subscriber was checked to own it)."""
@@ -401,6 +375,124 @@ class RedisEventBus:
             return [event for event in events if event["seq"] > after_seq]
         store = ChatRepository(self.state.sessions, session.owner_id)
         return await store.events_after(session.id, after_seq)
+
+
+class _Follower:
+    """A subscriber: its session, how far it has read, and where its events go."""
+
+    def __init__(self, session_id: str, last_id: bytes | str, queue: EventQueue) -> None:
+        self.session_id = session_id
+        self.key = stream_key(session_id)
+        self.last_id = _stream_id(last_id)
+        self.last_seq = 0
+        self.queue = queue
+
+    def take(self, entry_id: bytes | str, fields: dict[Any, Any]) -> None:
+        """Hand on a stream entry the follower has not had."""
+        position = _stream_id(entry_id)
+        if position <= self.last_id:
+            return
+        self.last_id = position
+        event = _entry_event(fields)
+        self.last_seq = max(self.last_seq, event["seq"])
+        self.queue.put_nowait(event)
+
+    def catch_up(self, stored: list[dict[str, Any]]) -> None:
+        """Hand on stored events past the last one handed on."""
+        for event in stored:
+            if event["seq"] > self.last_seq:
+                self.last_seq = event["seq"]
+                self.queue.put_nowait(event)
+
+
+class StreamReader:
+    """Follows the streams of all of a process's subscribers with one ``XREAD BLOCK``.
+
+    One command brings the new events of every session (a call per batch of
+    events, not one per event per subscriber). The read also follows a stream
+    of the process's own (``flamesight:web:{name}:wake``), to which a new
+    subscriber adds an entry so that a read blocked without it returns and
+    starts again with it. When Redis goes away the read is retried; once back,
+    every subscriber first catches up from the database (`stored_after`).
+    Nothing reads while no one subscribes.
+    """
+
+    def __init__(
+        self,
+        redis: ArqRedis,
+        stored_after: Callable[[str, int], Awaitable[list[dict[str, Any]]]],
+    ) -> None:
+        self.redis = redis
+        self.stored_after = stored_after
+        self.wake_key = f"flamesight:web:{WORKER_NAME}:wake"
+        self.followers: dict[str, list[_Follower]] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    async def add(self, follower: _Follower) -> None:
+        """Start handing on the follower's events (from its `last_id` on)."""
+        self.followers.setdefault(follower.key, []).append(follower)
+        if self._task is None:
+            self._task = asyncio.create_task(self._run())
+            return
+        try:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.xadd(self.wake_key, {"w": "1"}, maxlen=10, approximate=True)
+                pipe.expire(self.wake_key, 3600)
+                await pipe.execute()
+        except RedisError:
+            pass  # the read is failing too; it includes the follower when it starts again
+
+    def remove(self, follower: _Follower) -> None:
+        """Stop handing on the follower's events."""
+        followers = self.followers.get(follower.key, [])
+        if follower in followers:
+            followers.remove(follower)
+        if not followers:
+            self.followers.pop(follower.key, None)
+        if not self.followers and self._task is not None:
+            self._task.cancel()
+            self._task = None
+
+    async def _run(self) -> None:
+        wake_id: bytes | str = "0-0"  # an id, not "$": a wake-up between two reads counts
+        broken = False
+        while True:
+            try:
+                if broken:
+                    # Redis was away: what it lost is in the database.
+                    for followers in list(self.followers.values()):
+                        for follower in list(followers):
+                            stored = await self.stored_after(follower.session_id, follower.last_seq)
+                            follower.catch_up(stored)
+                    broken = False
+                streams: dict[str, Any] = {self.wake_key: wake_id}
+                for key, followers in self.followers.items():
+                    streams[key] = _stream_text(min(f.last_id for f in followers))
+                reply = await self.redis.xread(streams, count=500, block=BLOCK_MS)
+                for stream, entries in reply or ():
+                    key = stream.decode() if isinstance(stream, bytes) else stream
+                    if key == self.wake_key:
+                        wake_id = entries[-1][0]
+                        continue
+                    for follower in list(self.followers.get(key, ())):
+                        for entry_id, fields in entries:
+                            follower.take(entry_id, fields)
+            except (RedisError, OSError) as error:
+                if not broken:
+                    log.warning("reading chat events from Redis failed, retrying: %s", error)
+                broken = True
+                await asyncio.sleep(0.5)
+
+
+def _stream_id(entry_id: bytes | str) -> tuple[int, int]:
+    """A stream entry id ("milliseconds-sequence") as numbers, to compare."""
+    text = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+    milliseconds, _, sequence = text.partition("-")
+    return int(milliseconds), int(sequence or 0)
+
+
+def _stream_text(position: tuple[int, int]) -> str:
+    return f"{position[0]}-{position[1]}"
 
 
 def _entry_event(fields: dict[Any, Any]) -> dict[str, Any]:
