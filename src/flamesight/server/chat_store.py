@@ -241,8 +241,8 @@ async def store_events(
     ]
     if rows:
         async with sessions() as session, session.begin():
-            # The table's plain INSERT (executemany), not the ORM's bulk insert: a batch
-            # of events costs a third of the CPU that way.
+            # The table's plain INSERT (executemany), not the ORM's bulk insert, which
+            # cost a worker about 90 µs more per event.
             await session.execute(insert(ChatEvent.__table__), rows)
 
 

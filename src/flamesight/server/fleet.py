@@ -144,6 +144,10 @@ DONE_TTL_S = 600
 TURN_TIMEOUT_S = 1800
 """arq's time limit of a job (the model client's own timeouts end slow requests sooner)."""
 BLOCK_MS = 5000
+READ_EVERY_S = 0.005
+"""The shortest time from one read of the sessions' streams to the next: under load,
+events wait up to this long to share a read (each command costs a write and a wake-up
+of Redis, which on a loaded machine cost more than reading the events)."""
 CHAT_ENDPOINT_TTL_S = 3600
 """How long a chat's sealed endpoint is kept without a prompt."""
 ANALYSIS_ENDPOINT_TTL_S = int(QUEUE_WAIT_S) + 60
@@ -456,7 +460,9 @@ class StreamReader:
     async def _run(self) -> None:
         wake_id: bytes | str = "0-0"  # an id, not "$": a wake-up between two reads counts
         broken = False
+        loop = asyncio.get_running_loop()
         while True:
+            started = loop.time()
             try:
                 if broken:
                     # Redis was away: what it lost is in the database.
@@ -477,6 +483,7 @@ class StreamReader:
                     for follower in list(self.followers.get(key, ())):
                         for entry_id, fields in entries:
                             follower.take(entry_id, fields)
+                await asyncio.sleep(started + READ_EVERY_S - loop.time())
             except (RedisError, OSError) as error:
                 if not broken:
                     log.warning("reading chat events from Redis failed, retrying: %s", error)
