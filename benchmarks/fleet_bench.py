@@ -339,7 +339,7 @@ async def run(args: argparse.Namespace) -> None:
     processes = Processes(tmp, env, common)
     try:
         webs = [processes.web("web-1"), processes.web("web-2")]
-        per_worker = args.sessions  # room for all: jobs go to either at random
+        per_worker = -(-args.sessions // 2)
         processes.worker("worker-1", per_worker)
         processes.worker("worker-2", per_worker)
         processes.sample()
