@@ -92,6 +92,8 @@ async def run_chat_turn(
         log.warning("chat turn %s was taken by another worker or given up", turn_id)
         return
     log.info("chat turn %s of session %s runs on worker %s", turn_id, session_id, WORKER_NAME)
+    advert: CacheAdvert = ctx["advert"]
+    advert.job_started()
     async with leases.holding(turn_lease(job)):
         try:
             await state.chat.run_turn(job)
@@ -101,6 +103,8 @@ async def run_chat_turn(
             stopped = {"type": ErrorEvent.type, "message": WORKER_STOPPED}
             await state.chat.bus.publish(session, stopped)
             raise
+        finally:
+            advert.job_ending()
 
 
 async def run_analysis(
@@ -119,6 +123,8 @@ async def run_analysis(
         log.warning("analysis %s was taken by another worker or given up", job_id)
         return
     log.info("analysis %s of trace %s runs on worker %s", job_id, trace_id, WORKER_NAME)
+    advert: CacheAdvert = ctx["advert"]
+    advert.job_started()
     redis: ArqRedis = leases.redis
 
     async def endpoint_of() -> ModelEndpoint:
@@ -148,6 +154,7 @@ async def run_analysis(
     finally:
         sender.cancel()
         await leases.release(lease)
+        advert.job_ending()
 
 
 class CacheAdvert:
@@ -177,6 +184,19 @@ class CacheAdvert:
                 log.warning("could not tell Redis which traces this worker holds: %s", error)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.cache.changed.wait(), ADVERT_EVERY_S)
+
+    def job_started(self) -> None:
+        """A job started: when it took the own queue's last free slot, advertise now, so
+        that web processes send jobs to the shared queue instead of waiting to hand them
+        over (the cache's change event is what wakes the advert)."""
+        if self.free_slots() <= 0:
+            self.cache.changed.set()
+
+    def job_ending(self) -> None:
+        """A job is ending: when the own queue was full, advertise again once arq has freed
+        the job's slot (it does so right after the job function returns)."""
+        if self.free_slots() <= 0:
+            asyncio.get_running_loop().call_later(0.05, self.cache.changed.set)
 
     async def advertise(self) -> None:
         """Say the worker is alive, list it as a holder of its cached blobs, and of no other."""
@@ -215,12 +235,13 @@ async def run_worker(settings: Any, max_jobs: int = 10) -> None:
             func(run_chat_turn, name=CHAT_TURN, max_tries=1, timeout=TURN_TIMEOUT_S),
             func(run_analysis, name=ANALYSIS, max_tries=1, timeout=TURN_TIMEOUT_S),
         ]
+        ctx: dict[str, Any] = {"state": state}
         workers = [
             Worker(
                 functions=functions,
                 queue_name=name,
                 redis_pool=queue.redis,
-                ctx={"state": state},
+                ctx=ctx,
                 max_jobs=max_jobs,
                 poll_delay=0.1,
                 keep_result=60,
@@ -232,6 +253,7 @@ async def run_worker(settings: Any, max_jobs: int = 10) -> None:
         shared, own = workers
         shared.on_stop = own.handle_sig
         advert = CacheAdvert(queue.redis, state.cache, lambda: own.max_jobs - own.job_counter)
+        ctx["advert"] = advert
         advertising = asyncio.create_task(advert.run())
         try:
             with contextlib.suppress(asyncio.CancelledError):
