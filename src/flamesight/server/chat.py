@@ -81,10 +81,10 @@ EXPIRED_ENDPOINT = (
     "and when the socket that gave it closes); send start_analysis with it again"
 )
 TEXT = ModelChunkAppend.type
-BATCH_EVERY_S = 0.005
+BATCH_EVERY_S = 0.010
 """The shortest time from one batch of events to the next: under load, events wait up
 to this long to share a batch (in fleet mode one database transaction and two Redis
-calls for all of them); with no batch in the last 5 ms an event goes out at once."""
+calls for all of them); with no batch in the last 10 ms an event goes out at once."""
 """The event type of a piece of model text."""
 
 
