@@ -193,6 +193,10 @@ class EventBus(Protocol):
         """The session's kept events numbered above `after_seq`, in order."""
         ...
 
+    async def close(self) -> None:
+        """Let go of the connections the bus keeps (at shutdown, once nothing publishes)."""
+        ...
+
 
 EventQueue = asyncio.Queue[dict[str, Any]]
 
@@ -283,6 +287,9 @@ class StoredEventBus:
         """The stored events after `after_seq` (waits for a publish in progress)."""
         async with self._locks[session.id]:
             return await self._store(session).events_after(session.id, after_seq)
+
+    async def close(self) -> None:
+        """Nothing to let go of: the database connections are the pool's."""
 
 
 def event_document(event: Event) -> dict[str, Any]:
@@ -428,6 +435,7 @@ class ChatService:
         """Stop the turns still running and forget every credential."""
         await self.jobs.close()
         await self.publisher.close()
+        await self.bus.close()
         self.endpoints.clear()
         self.sealed.clear()
 

@@ -8,12 +8,15 @@ events are reached through a session this user owns.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from sqlalchemy import func, insert, select
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 
 from flamesight.server.repository import NotFound, new_id
 from flamesight.server.tables import (
@@ -233,17 +236,65 @@ async def store_events(
 ) -> None:
     """Keep numbered events of several sessions (whose owners the callers checked), as
     (session id, events) pairs, in one transaction: one INSERT of plain rows."""
-    now = datetime.now(UTC)
-    rows = [
-        {"session_id": session_id, "seq": event["seq"], "data": event, "created_at": now}
-        for session_id, session_events in events
-        for event in session_events
-    ]
-    if rows:
+    if rows := _event_rows(events):
         async with sessions() as session, session.begin():
             # The table's plain INSERT (executemany), not the ORM's bulk insert, which
             # cost a worker about 90 µs more per event.
             await session.execute(insert(ChatEvent.__table__), rows)
+
+
+class EventWriter:
+    """`store_events` for a process that stores a batch every few milliseconds (fleet mode).
+
+    It keeps one connection between batches: a batch costs its INSERT and
+    COMMIT, not also a checkout from the pool with its liveness check (three
+    more round trips to the database). A connection found dead (the database
+    restarted) is dropped and the batch written once more on a new one; any
+    other failure is the caller's. Batches are written one at a time.
+    """
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+        self._connection: AsyncConnection | None = None
+        self._lock = asyncio.Lock()
+
+    async def store(self, events: list[tuple[str, list[dict[str, Any]]]]) -> None:
+        """Keep the events, as `store_events` does."""
+        rows = _event_rows(events)
+        if not rows:
+            return
+        async with self._lock:
+            for retry in (False, True):
+                try:
+                    if self._connection is None:
+                        self._connection = await self.engine.connect()
+                    async with self._connection.begin():
+                        await self._connection.execute(insert(ChatEvent.__table__), rows)
+                    return
+                except DBAPIError as error:
+                    await self._drop()
+                    if retry or not error.connection_invalidated:
+                        raise
+
+    async def close(self) -> None:
+        """Give the connection back (at shutdown)."""
+        async with self._lock:
+            await self._drop()
+
+    async def _drop(self) -> None:
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            with contextlib.suppress(Exception):
+                await connection.close()
+
+
+def _event_rows(events: list[tuple[str, list[dict[str, Any]]]]) -> list[dict[str, Any]]:
+    now = datetime.now(UTC)
+    return [
+        {"session_id": session_id, "seq": event["seq"], "data": event, "created_at": now}
+        for session_id, session_events in events
+        for event in session_events
+    ]
 
 
 def _session_record(row: ChatSession) -> SessionRecord:

@@ -97,7 +97,7 @@ from flamesight.agent.events import ErrorEvent
 from flamesight.llm import Failure, LLMError
 from flamesight.server.analyze_routes import AnalyzeBody, Piece
 from flamesight.server.chat import EXPIRED_ENDPOINT, BackgroundTasks, ChatTurnJob, EventQueue
-from flamesight.server.chat_store import ChatRepository, SessionRecord, store_events
+from flamesight.server.chat_store import ChatRepository, EventWriter, SessionRecord
 from flamesight.server.errors import ApiError
 from flamesight.server.model_endpoints import (
     ENDPOINT_FIELDS,
@@ -294,6 +294,7 @@ class RedisEventBus:
         self._next_seqs = redis.register_script(_NEXT_SEQS)
         self._append = redis.register_script(_APPEND)
         self.reader = StreamReader(redis, self._stored_after)
+        self.writer = EventWriter(state.engine)
 
     async def publish(self, session: SessionRecord, event: dict[str, Any]) -> dict[str, Any]:
         """Number `event`, store it, add it to the session's stream."""
@@ -326,8 +327,7 @@ class RedisEventBus:
                 last = await self._next_seq(keys=[key], args=[str(stored), ttl, len(events)])
             first = int(last) - len(events) + 1
             numbered.append([{**event, "seq": first + n} for n, event in enumerate(events)])
-        await store_events(
-            self.state.sessions,
+        await self.writer.store(
             [(session.id, events) for (session, _), events in zip(batch, numbered, strict=True)],
         )
         min_id = max(0, int(time.time() * 1000) - STREAM_MAX_AGE_S * 1000)
@@ -357,6 +357,10 @@ class RedisEventBus:
             yield queue
         finally:
             self.reader.remove(follower)
+
+    async def close(self) -> None:
+        """Give back the event writer's database connection (at shutdown)."""
+        await self.writer.close()
 
     async def _stored_after(self, session_id: str, after_seq: int) -> list[dict[str, Any]]:
         """A session's stored events after `after_seq` (its subscriber was checked to own it)."""
