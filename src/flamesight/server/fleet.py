@@ -565,6 +565,8 @@ class RedisLeases:
         self._release = redis.register_script(_RELEASE)
         self._take = redis.register_script(_TAKE)
         self._refresh = redis.register_script(_REFRESH)
+        self._checks: list[tuple[Lease, asyncio.Future[bool | None]]] = []
+        self._tasks: set[asyncio.Task[None]] = set()
 
     async def claim(self, lease: Lease) -> bool:
         """Hold the lease while the job waits for a worker; False when it is held."""
@@ -603,13 +605,48 @@ class RedisLeases:
         return await self.redis.get(lease.key) == lease.job_id.encode()
 
     async def finished(self, lease: Lease) -> bool | None:
-        """True when the job is done, False when it failed silently, None while it runs."""
-        if await self.redis.exists(lease.done_key):
-            return True
-        held = await self.redis.get(lease.key)
-        if held in (lease.job_id.encode(), f"{lease.job_id} running".encode()):
-            return None
-        return False
+        """True when the job is done, False when it failed silently, None while it runs.
+
+        The jobs a process watches are checked together: callers asking in the same
+        turn of the event loop share one round trip to Redis (`watch` asks on the
+        same ticks for every job).
+        """
+        answer = asyncio.get_running_loop().create_future()
+        self._checks.append((lease, answer))
+        if len(self._checks) == 1:
+            asyncio.get_running_loop().call_soon(self._check)
+        return await answer
+
+    def _check(self) -> None:
+        checks, self._checks = self._checks, []
+        self._keep(asyncio.create_task(self._check_all(checks)))
+
+    async def _check_all(self, checks: list[tuple[Lease, asyncio.Future[bool | None]]]) -> None:
+        try:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for lease, _answer in checks:
+                    pipe.exists(lease.done_key)
+                    pipe.get(lease.key)
+                replies = await pipe.execute()
+        except Exception as error:  # each watcher sees the failure
+            for _lease, answer in checks:
+                if not answer.done():
+                    answer.set_exception(error)
+            return
+        for n, (lease, answer) in enumerate(checks):
+            done, held = replies[2 * n], replies[2 * n + 1]
+            if answer.done():
+                continue
+            if done:
+                answer.set_result(True)
+            elif held in (lease.job_id.encode(), f"{lease.job_id} running".encode()):
+                answer.set_result(None)
+            else:
+                answer.set_result(False)
+
+    def _keep(self, task: asyncio.Task[None]) -> None:
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     @contextlib.asynccontextmanager
     async def holding(self, lease: Lease) -> AsyncIterator[None]:
@@ -793,8 +830,10 @@ class ArqJobQueue(BackgroundTasks):
         started = time.monotonic()
         handed_over = queue == QUEUE_NAME
         missing_since: float | None = None
+        loop = asyncio.get_running_loop()
         while True:
-            await asyncio.sleep(WATCH_EVERY_S)
+            # On the same ticks as every other watch of this process: checked together.
+            await asyncio.sleep(WATCH_EVERY_S - loop.time() % WATCH_EVERY_S)
             try:
                 if not handed_over and time.monotonic() - started >= HANDOVER_S:
                     handed_over = await self.hand_over(job, queue)
