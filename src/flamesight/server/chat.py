@@ -82,9 +82,10 @@ EXPIRED_ENDPOINT = (
 )
 TEXT = ModelChunkAppend.type
 BATCH_EVERY_S = 0.010
-"""The shortest time from one batch of events to the next: under load, events wait up
-to this long to share a batch (in fleet mode one database transaction and two Redis
-calls for all of them); with no batch in the last 10 ms an event goes out at once."""
+"""The shortest time from a batch of events of several sessions to the next batch: under
+load, events wait up to this long to share a batch (in fleet mode one database
+transaction and two Redis calls for all of them). After a batch of one session's events
+nothing waits, so a single chat is not slowed down."""
 """The event type of a piece of model text."""
 
 
@@ -342,8 +343,9 @@ class EventPublisher:
     """Publishes the events of every turn this process runs, a batch at a time.
 
     Turns `put` their events without waiting. What all of them queued while
-    the previous batch was being published, and at least `BATCH_EVERY_S`
-    after that batch started, goes out as the next batch
+    the previous batch was being published (and, after a batch of several
+    sessions' events, at least `BATCH_EVERY_S` after it started) goes out as
+    the next batch
     (`EventBus.publish_batch`: in fleet mode one database transaction and one
     stream append for all its sessions), each session's runs of text pieces
     joined into one event (`coalesced`). Without load a batch is an event or
@@ -408,7 +410,8 @@ class EventPublisher:
                     flush.done.set_result(None)
                 else:
                     flush.done.set_exception(error)
-            await asyncio.sleep(started + BATCH_EVERY_S - loop.time())
+            if len(batch) > 1:  # turns of several sessions at once: let the next batch grow
+                await asyncio.sleep(started + BATCH_EVERY_S - loop.time())
 
 
 class ChatService:

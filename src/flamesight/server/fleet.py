@@ -145,9 +145,10 @@ TURN_TIMEOUT_S = 1800
 """arq's time limit of a job (the model client's own timeouts end slow requests sooner)."""
 BLOCK_MS = 5000
 READ_EVERY_S = 0.005
-"""The shortest time from one read of the sessions' streams to the next: under load,
-events wait up to this long to share a read (each command costs a write and a wake-up
-of Redis, which on a loaded machine cost more than reading the events)."""
+"""The shortest time from a read that brought events of several sessions to the next
+read: under load, events wait up to this long to share a read (each command costs a
+write and a wake-up of Redis, which on a loaded machine cost more than reading the
+events). After a read of one session's events the next follows at once."""
 CHAT_ENDPOINT_TTL_S = 3600
 """How long a chat's sealed endpoint is kept without a prompt."""
 ANALYSIS_ENDPOINT_TTL_S = int(QUEUE_WAIT_S) + 60
@@ -478,8 +479,8 @@ class StreamReader:
                 streams: dict[str, Any] = {self.wake_key: wake_id}
                 for key, followers in self.followers.items():
                     streams[key] = _stream_text(min(f.last_id for f in followers))
-                reply = await self.redis.xread(streams, count=500, block=BLOCK_MS)
-                for stream, entries in reply or ():
+                reply = await self.redis.xread(streams, count=500, block=BLOCK_MS) or []
+                for stream, entries in reply:
                     key = stream.decode() if isinstance(stream, bytes) else stream
                     if key == self.wake_key:
                         wake_id = entries[-1][0]
@@ -487,7 +488,8 @@ class StreamReader:
                     for follower in list(self.followers.get(key, ())):
                         for entry_id, fields in entries:
                             follower.take(entry_id, fields)
-                await asyncio.sleep(started + READ_EVERY_S - loop.time())
+                if len(reply) > 1:  # several sessions at once: let the next read gather more
+                    await asyncio.sleep(started + READ_EVERY_S - loop.time())
             except (RedisError, OSError) as error:
                 if not broken:
                     log.warning("reading chat events from Redis failed, retrying: %s", error)
