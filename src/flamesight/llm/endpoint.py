@@ -31,7 +31,7 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, TypeVar
 
 import anthropic
 import anyio.to_thread
@@ -47,6 +47,7 @@ from flamesight.llm.settings import Settings
 log = logging.getLogger(__name__)
 
 TextCallback = Callable[[str], None]
+_Client = TypeVar("_Client", openai.OpenAI, openai.AsyncOpenAI)
 _SERVER_TEXT_LIMIT = 300
 _STATUS_ERRORS = (openai.APIStatusError, anthropic.APIStatusError)
 _TIMEOUT_ERRORS = (openai.APITimeoutError, anthropic.APITimeoutError, httpx2.TimeoutException)
@@ -228,30 +229,23 @@ def turn_http_client(settings: Settings) -> httpx2.AsyncClient:
 _TLS_LOCK = threading.Lock()
 
 
-@functools.cache
 def _tls_context() -> ssl.SSLContext:
-    """httpx's default TLS context, made once: loading the CA certificates takes ~25 ms.
-
-    Under a lock: a burst of turns starting at once (each building its client
-    in a thread) would otherwise all miss the cache and each load them.
-    """
+    """httpx's default TLS context, made once per process (under a lock: a burst of turns
+    starting at once, each building its client in a thread, would otherwise all miss the
+    cache and each load the CA certificates, ~25 ms)."""
     with _TLS_LOCK:
-        return _shared_tls_context()
+        return _new_tls_context()
 
 
 @functools.cache
-def _shared_tls_context() -> ssl.SSLContext:
+def _new_tls_context() -> ssl.SSLContext:
     return httpx2.create_ssl_context()
 
 
 def _openai_client(settings: Settings, auth: Auth) -> openai.OpenAI:
-    secret, options = _client_options(settings, auth)
-    options["http_client"] = checked_http_client(settings)
-    if settings.provider != "azure":
-        return openai.OpenAI(api_key=secret, **options)
-    if isinstance(auth, ClientCredentials):
-        return openai.AzureOpenAI(azure_ad_token=secret, **options)
-    return openai.AzureOpenAI(api_key=secret, **options)
+    return _sdk_client(
+        openai.OpenAI, openai.AzureOpenAI, settings, auth, checked_http_client(settings)
+    )
 
 
 def async_openai_client(
@@ -260,13 +254,31 @@ def async_openai_client(
     """An async OpenAI (or Azure OpenAI) client for `settings` on `http_client`
     (`turn_http_client`), with the API key or a valid OAuth token (fetched when needed:
     call it in a worker thread)."""
-    secret, options = _client_options(settings, auth)
-    options["http_client"] = http_client
+    return _sdk_client(openai.AsyncOpenAI, openai.AsyncAzureOpenAI, settings, auth, http_client)
+
+
+def _sdk_client(
+    plain: Callable[..., _Client],
+    azure: Callable[..., _Client],
+    settings: Settings,
+    auth: Auth,
+    http_client: Any,
+) -> _Client:
+    """The SDK client (`plain`, or `azure` for Azure OpenAI) for `settings` and `auth`:
+    Azure takes an OAuth token as ``azure_ad_token``, every other credential as the key."""
+    options: dict[str, Any] = {
+        "base_url": settings.base_url,
+        "timeout": settings.timeout,
+        "max_retries": settings.max_retries,
+        "default_headers": dict(settings.headers) or None,
+        "default_query": dict(settings.query) or None,
+        "http_client": http_client,
+    }
+    secret = _credentials(auth)
     if settings.provider != "azure":
-        return openai.AsyncOpenAI(api_key=secret, **options)
-    if isinstance(auth, ClientCredentials):
-        return openai.AsyncAzureOpenAI(azure_ad_token=secret, **options)
-    return openai.AsyncAzureOpenAI(api_key=secret, **options)
+        return plain(api_key=secret, **options)
+    credential = "azure_ad_token" if isinstance(auth, ClientCredentials) else "api_key"
+    return azure(**{credential: secret}, api_version=settings.api_version, **options)
 
 
 def warm_up() -> None:
@@ -275,20 +287,6 @@ def warm_up() -> None:
     _tls_context()
     client = openai.AsyncOpenAI(api_key="none", base_url="http://127.0.0.1", max_retries=0)
     client.chat.completions  # noqa: B018 (the resource and its modules load on first use)
-
-
-def _client_options(settings: Settings, auth: Auth) -> tuple[str, dict[str, Any]]:
-    """The credential to send and the SDK client's other options, for either client."""
-    options: dict[str, Any] = {
-        "base_url": settings.base_url,
-        "timeout": settings.timeout,
-        "max_retries": settings.max_retries,
-        "default_headers": dict(settings.headers) or None,
-        "default_query": dict(settings.query) or None,
-    }
-    if settings.provider == "azure":
-        options["api_version"] = settings.api_version
-    return _credentials(auth), options
 
 
 def omitted_auth_header(settings: Settings, auth: Auth) -> dict[str, Any]:

@@ -81,12 +81,12 @@ EXPIRED_ENDPOINT = (
     "and when the socket that gave it closes); send start_analysis with it again"
 )
 TEXT = ModelChunkAppend.type
+"""The event type of a piece of model text."""
 BATCH_EVERY_S = 0.010
 """The shortest time from a batch of events of several sessions to the next batch: under
 load, events wait up to this long to share a batch (in fleet mode one database
 transaction and two Redis calls for all of them). After a batch of one session's events
 nothing waits, so a single chat is not slowed down."""
-"""The event type of a piece of model text."""
 
 
 @dataclass(frozen=True)
