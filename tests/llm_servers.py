@@ -43,6 +43,8 @@ class RecordedRequest:
     headers: dict[str, str]
     body: bytes
     received_at: float
+    client_port: int
+    """The port the request came from: the same for requests on one kept-alive connection."""
 
     def json(self) -> Any:
         """The body parsed as JSON."""
@@ -198,6 +200,7 @@ class LoopbackServer:
             headers={name.lower(): value for name, value in handler.headers.items()},
             body=body,
             received_at=time.monotonic(),
+            client_port=handler.client_address[1],
         )
         with self._lock:
             self.requests.append(request)

@@ -38,10 +38,13 @@ import httpx
 import orjson
 import pytest
 import redis
+from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
 from websockets.asyncio.client import connect
 
 from flamesight.llm import LLMError, Secret
-from flamesight.server import Settings
+from flamesight.server import Settings, database
+from flamesight.server.database import create_engine, session_factory
 from flamesight.server.fleet import QUEUE_NAME
 from flamesight.server.model_endpoints import UNSEALABLE, ClientEndpoint, EndpointSealer
 from flamesight.server.url_policy import UrlPolicy
@@ -741,6 +744,41 @@ async def test_a_database_outage_answers_503_and_then_recovers(
                 assert (await client.get(f"/api/traces/{trace_id}")).status_code == 200
     finally:
         proxy.cut()
+
+
+async def test_a_pooled_connection_killed_while_idle_is_replaced_before_use(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A connection unused for `PING_AFTER_IDLE_S` is checked at checkout; one used just
+    before is not (so a busy pool makes no extra round trips), and then fails."""
+    engine = create_engine(database_url)
+    sessions = session_factory(engine)
+    admin = await asyncpg.connect(database_url.replace("+asyncpg", ""), timeout=5)
+
+    async def kill_pooled_backend() -> None:
+        async with sessions() as session:
+            pid = await session.scalar(text("SELECT pg_backend_pid()"))
+        assert await admin.fetchval("SELECT pg_terminate_backend($1)", pid)
+
+    async def select_one() -> int | None:
+        async with sessions() as session:
+            return await session.scalar(text("SELECT 1"))
+
+    try:
+        monkeypatch.setattr(database, "PING_AFTER_IDLE_S", 3600.0)
+        await kill_pooled_backend()
+        with pytest.raises(DBAPIError) as failed:
+            await select_one()
+        assert failed.value.connection_invalidated
+        assert await select_one() == 1  # the dead connection was dropped
+
+        monkeypatch.setattr(database, "PING_AFTER_IDLE_S", 0.05)
+        await kill_pooled_backend()
+        await anyio.sleep(0.1)
+        assert await select_one() == 1
+    finally:
+        await admin.close()
+        await engine.dispose()
 
 
 def _postgres_cluster() -> tuple[str, str] | None:

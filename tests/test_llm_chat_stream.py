@@ -4,13 +4,14 @@ that cuts its server-sent events in chosen places."""
 from __future__ import annotations
 
 import json
+import threading
 from typing import Any
 
 import pytest
 
 from flamesight.agent import ChatAgent, LoadedProfiles
 from flamesight.formats import load
-from flamesight.llm import ApiKey, NoAuth, Secret, Settings
+from flamesight.llm import ApiKey, NoAuth, Secret, Settings, chat_stream
 from flamesight.llm.chat_stream import _EventReader
 from tests.llm_servers import (
     Exchange,
@@ -219,3 +220,30 @@ def test_azure_chats_go_to_the_deployment_with_the_api_key_header(
     assert sent.query == {"api-version": "2024-10-21"}
     assert sent.headers["api-key"] == "azure-key-0001" and "authorization" not in sent.headers
     assert sent.json()["model"] == "perf-4o" and sent.json()["stream"] is True
+
+
+def test_a_stream_left_open_after_done_is_closed_and_the_turn_ends(
+    endpoint: LoopbackServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The body is read to its end after ``[DONE]`` (so the connection can serve the next
+    request), but a server that keeps it open is not waited for past `END_WAIT_S`."""
+    monkeypatch.setattr(chat_stream, "END_WAIT_S", 0.2)
+    released = threading.Event()
+    held_to_the_end = []
+
+    def reply(exchange: Exchange) -> None:
+        exchange.start_chunks()
+        exchange.chunk(sse(chunk({"role": "assistant", "content": "Answered."})))
+        exchange.chunk(sse(chunk({}, "stop")) + b"data: [DONE]\n\n")
+        held_to_the_end.append(not released.wait(30))
+
+    endpoint.script(reply)
+    events = run(endpoint)
+    released.set()
+    assert events == [
+        {"type": "model_chunk_start"},
+        {"type": "model_chunk_append", "text": "Answered."},
+        {"type": "model_chunk_end"},
+        {"type": "model_response_end"},
+    ]
+    assert not any(held_to_the_end)

@@ -167,6 +167,33 @@ async def test_resume_after_a_dropped_socket_loses_and_repeats_nothing(live: Liv
     assert "".join(e["text"] for e in seen if e["type"] == "model_chunk_append") == "".join(pieces)
 
 
+async def test_turns_on_the_servers_endpoint_share_connections_and_a_clients_do_not(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The server's own endpoint: one HTTP client kept across turns (the second turn's request
+    comes on the first one's connection). A client's endpoint: a client per turn, checking
+    its URLs, closed at the turn's end."""
+    with LoopbackServer(openai_stream(["Kept ", "alive."])) as model:
+        monkeypatch.setenv("FLAMESIGHT_LLM_URL", model.url + "/v1")
+        monkeypatch.setenv("FLAMESIGHT_LLM_API_KEY", API_KEY)
+        with LiveServer(settings) as live:
+            async with httpx.AsyncClient(base_url=live.url, timeout=60) as client:
+                trace_id = await upload(client)
+            async with connect(live.ws_url) as socket:
+                await start(socket, trace_id, None)
+                for prompt in ("One", "Two"):
+                    await send(socket, type="user_prompt", prompt=prompt)
+                    assert (await until_turn_ends(socket))[-1]["type"] == "model_response_end"
+                await start(socket, trace_id, model.url)
+                for prompt in ("Three", "Four"):
+                    await send(socket, type="user_prompt", prompt=prompt)
+                    assert (await until_turn_ends(socket))[-1]["type"] == "model_response_end"
+    ports = [request.client_port for request in model.requests]
+    assert all(map(bearer_is(API_KEY), model.requests))
+    assert len(ports) == 4 and ports[0] == ports[1], ports
+    assert len({ports[1], ports[2], ports[3]}) == 3, ports
+
+
 async def test_a_failing_model_keeps_the_history_and_the_next_prompt_works(
     live: LiveServer,
 ) -> None:

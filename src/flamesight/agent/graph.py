@@ -150,6 +150,9 @@ class ChatAgent:
 
     `snapshots` receives every rendered PNG (None: images only go to the
     model). `max_iterations` is the number of tool-call rounds per turn.
+    `http_client` (a `turn_http_client` its owner keeps open across turns, so
+    that their requests reuse its connections) carries the model requests;
+    None: each turn makes its own and closes it at its end.
     """
 
     def __init__(
@@ -162,6 +165,7 @@ class ChatAgent:
         max_iterations: int = DEFAULT_MAX_ITERATIONS,
         source: str | None = None,
         system_message: str | None = None,
+        http_client: Any = None,
     ) -> None:
         if settings.provider == "anthropic":
             raise LLMError(
@@ -179,8 +183,10 @@ class ChatAgent:
         self.source = source or profiles.name or profiles.group.name
         self.tools = tools_for(profiles)
         self._system = system_message
-        self._http_client: Any = None
-        """The model's HTTP client (checking `settings.url_check`): one per turn, closed at its end."""
+        self._shared_http_client = http_client
+        self._http_client: Any = http_client
+        """The model's HTTP client: `http_client`, or one of the turn's own (checking
+        `settings.url_check`), made at its first request and closed at its end."""
         self._tokens_field = "max_tokens"
         """The request's field for `settings.max_tokens` (some endpoints want
         ``max_completion_tokens``; asked again with it once they say so)."""
@@ -241,7 +247,10 @@ class ChatAgent:
             answer = ChatAnswer()
             in_text = False
             try:
-                client = await anyio.to_thread.run_sync(self._client)
+                if isinstance(self.auth, ClientCredentials):  # it may fetch a token
+                    client = await anyio.to_thread.run_sync(self._client)
+                else:
+                    client = self._client()
                 body = self._request_body(request, concluding)
                 headers = omitted_auth_header(self.settings, self.auth)
                 async for text in stream_chat(client, body, answer, where, headers):
@@ -333,7 +342,8 @@ class ChatAgent:
     # the model
 
     def _client(self) -> openai.AsyncOpenAI:
-        """The SDK client for the next request (in a worker thread: it may fetch a token)."""
+        """The SDK client for the next request (with OAuth, in a worker thread: it may fetch
+        a token)."""
         if self._http_client is None:
             self._http_client = turn_http_client(self.settings)
         return async_openai_client(self.settings, self.auth, self._http_client)
@@ -416,9 +426,9 @@ class ChatAgent:
 
     async def _close_http_client(self) -> None:
         """Close the turn's HTTP client (its connections), if it made one."""
-        if self._http_client is not None:
+        if self._http_client is not self._shared_http_client:
             await self._http_client.aclose()
-            self._http_client = None
+            self._http_client = self._shared_http_client
 
 
 # helpers

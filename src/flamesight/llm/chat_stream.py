@@ -13,6 +13,8 @@ Failures are the SDK's: a status error before the stream, `APIError` for an
 ``error`` object in the stream, `APITimeoutError` when the stream stalls past
 the read timeout and `APIConnectionError` when the connection breaks. A
 server that answers with plain JSON instead of a stream is read as one piece.
+A stream is read to its end after ``[DONE]``, so that a client kept across
+requests sends the next one on the same connection.
 """
 
 from __future__ import annotations
@@ -21,11 +23,15 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import anyio
 import httpx2
 import openai
 import orjson
 
 from flamesight.llm.errors import Failure, LLMError
+
+END_WAIT_S = 1.0
+"""How long a stream may go on after ``[DONE]`` before its connection is closed."""
 
 
 @dataclass
@@ -133,7 +139,8 @@ async def _stream(
                     yield text
             return
         events = _EventReader()
-        async for data in response.aiter_bytes():
+        chunks = response.aiter_bytes()
+        async for data in chunks:
             pieces = []
             failure: Exception | None = None
             for event in events.feed(data):
@@ -154,6 +161,7 @@ async def _stream(
             if failure is not None:
                 raise failure
             if answer.done:
+                await _read_to_end(chunks)
                 return
     except httpx2.TimeoutException as error:
         raise openai.APITimeoutError(request=response.request) from error
@@ -161,6 +169,16 @@ async def _stream(
         raise openai.APIConnectionError(request=response.request) from error
     finally:
         await stream.close()
+
+
+async def _read_to_end(chunks: AsyncIterator[bytes]) -> None:
+    """Read what follows ``[DONE]``: normally only the end of the body, there at once. A
+    response read to its end gives its connection back to the client's pool for the next
+    request; one closed before is closed with its connection. A server that keeps sending
+    is given `END_WAIT_S`, then its connection is closed."""
+    with anyio.move_on_after(END_WAIT_S):
+        async for _ in chunks:
+            pass
 
 
 def _timed_out(error: BaseException) -> bool:

@@ -47,6 +47,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import anyio.from_thread
 import anyio.lowlevel
 import anyio.to_thread
+import httpx2
 from langchain_core.messages import HumanMessage
 
 from flamesight.agent import (
@@ -59,6 +60,7 @@ from flamesight.agent import (
 )
 from flamesight.agent.events import ErrorEvent, Event, ModelChunkAppend, ModelResponseEnd
 from flamesight.llm import Failure, LLMError, scrub
+from flamesight.llm.endpoint import turn_http_client
 from flamesight.server.chat_store import ChatRepository, SessionRecord, snapshot_blob_key
 from flamesight.server.model_endpoints import (
     UNSEALABLE,
@@ -433,14 +435,23 @@ class ChatService:
         """The sessions whose endpoint this process sealed for an open socket, and the value."""
         self.analyses: AnalysisQueue | None = None
         """Fleet mode: where "Send to LLM" analyses run (None: in this process)."""
+        self._own_endpoint: ModelEndpoint | None = None
+        """The server's own endpoint, resolved at the first turn that uses it (so an OAuth
+        token it fetches serves the turns after it too, until it expires)."""
+        self._model_http_client: httpx2.AsyncClient | None = None
+        """The HTTP client of the turns on the server's own endpoint, kept across turns so
+        that they reuse its connections (made on the event loop by the first of them)."""
 
     async def close(self) -> None:
         """Stop the turns still running and forget every credential."""
         await self.jobs.close()
         await self.publisher.close()
         await self.bus.close()
+        if self._model_http_client is not None:
+            await self._model_http_client.aclose()
         self.endpoints.clear()
         self.sealed.clear()
+        self._own_endpoint = None
 
     def keep(self, task: asyncio.Task[Any]) -> None:
         """Keep a background task of a request (an analysis) alive until it finishes."""
@@ -476,8 +487,21 @@ class ChatService:
         given = self.endpoints.get(session_id)
         if given is not None:
             return given
-        policy = self.state.settings.url_policy
-        return await anyio.to_thread.run_sync(resolve_endpoint, policy, ClientEndpoint())
+        if self._own_endpoint is None:
+            policy = self.state.settings.url_policy
+            self._own_endpoint = await anyio.to_thread.run_sync(
+                resolve_endpoint, policy, ClientEndpoint()
+            )
+        return self._own_endpoint
+
+    def _shared_http_client(self, endpoint: ModelEndpoint) -> httpx2.AsyncClient | None:
+        """The HTTP client kept for turns on the server's own endpoint; None for an endpoint
+        a client gave (its turns check every request's URL, on a client of their own)."""
+        if endpoint is not self._own_endpoint:
+            return None
+        if self._model_http_client is None:
+            self._model_http_client = turn_http_client(endpoint.settings)
+        return self._model_http_client
 
     async def start_turn(self, session: SessionRecord, prompt: str) -> str | None:
         """Store the question, announce `waiting_for_model`, enqueue the turn.
@@ -506,16 +530,16 @@ class ChatService:
     async def run_turn(self, job: ChatTurnJob) -> None:
         """Run one turn of the agent and publish its events (the job)."""
         store = ChatRepository(self.state.sessions, job.owner_id)
-        session = await store.get_session(job.session_id)
+        inputs = await store.load_turn(job.session_id)
+        session, trace = inputs.session, inputs.trace
         new_messages: list[dict[str, Any]] = []
         last: dict[str, Any] = {"type": ModelResponseEnd.type}
         secrets: list[Any] = []
         try:
-            trace = await self.state.repository(job.owner_id).get_trace(session.trace_id)
             group = await open_trace(self.state, trace)
             endpoint = await self.endpoint(session.id, job.sealed_endpoint)
             secrets = endpoint.auth.secrets()
-            stored = history_from_dicts(await store.messages(session.id))
+            stored = history_from_dicts(inputs.messages)
             agent = ChatAgent(
                 LoadedProfiles(group, name=trace.name),
                 endpoint.settings,
@@ -523,6 +547,7 @@ class ChatService:
                 snapshots=StoredSnapshots(self.state, session),
                 source=trace.name,
                 system_message=await self._system_message(trace.blob_key, trace.name, group),
+                http_client=self._shared_http_client(endpoint),
             )
             turn = agent.run(stored[:-1], str(stored[-1].content))
             try:

@@ -18,7 +18,7 @@ from sqlalchemy import func, insert, select
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 
-from flamesight.server.repository import NotFound, new_id
+from flamesight.server.repository import NotFound, TraceRecord, new_id
 from flamesight.server.tables import (
     Analysis,
     ChatEvent,
@@ -26,6 +26,7 @@ from flamesight.server.tables import (
     ChatSession,
     OwnedTraceRow,
     Snapshot,
+    Trace,
 )
 
 OwnedRow = TypeVar("OwnedRow", bound=OwnedTraceRow)
@@ -39,6 +40,16 @@ class SessionRecord:
     owner_id: str
     trace_id: str
     created_at: datetime
+
+
+@dataclass(frozen=True)
+class TurnInputs:
+    """What a chat turn starts from (`ChatRepository.load_turn`)."""
+
+    session: SessionRecord
+    trace: TraceRecord
+    messages: list[dict[str, Any]]
+    """The stored history, oldest first, as `history_to_dicts` wrote it."""
 
 
 @dataclass(frozen=True)
@@ -81,9 +92,16 @@ class ChatRepository:
     async def _owned(self, table: type[OwnedRow], row_id: str, what: str) -> OwnedRow:
         """This user's row `row_id` of `table`, or NotFound."""
         async with self.sessions() as session:
-            row = await session.scalar(
-                select(table).where(table.id == row_id, table.owner_id == self.user_id)
-            )
+            return await self._owned_in(session, table, row_id, what)
+
+    async def _owned_in(
+        self, session: AsyncSession, table: type[OwnedRow], row_id: str, what: str
+    ) -> OwnedRow:
+        """`_owned` in an open database session (so a check and what it guards share one
+        transaction, not a pool checkout each)."""
+        row = await session.scalar(
+            select(table).where(table.id == row_id, table.owner_id == self.user_id)
+        )
         if row is None:
             raise NotFound(f"no {what} {row_id!r}")
         return row
@@ -120,36 +138,53 @@ class ChatRepository:
         """Append messages (as `history_to_dicts` writes them) to an owned session's history."""
         if not messages:
             return
-        await self.get_session(session_id)
         now = datetime.now(UTC)
         async with self.sessions() as session, session.begin():
-            for message in messages:
-                session.add(
-                    ChatMessage(
-                        session_id=session_id,
-                        role=str(message.get("type", "unknown"))[:20],
-                        data=message,
-                        created_at=now,
-                    )
+            await self._owned_in(session, ChatSession, session_id, "chat session")
+            session.add_all(
+                ChatMessage(
+                    session_id=session_id,
+                    role=str(message.get("type", "unknown"))[:20],
+                    data=message,
+                    created_at=now,
                 )
+                for message in messages
+            )
 
     async def messages(self, session_id: str) -> list[dict[str, Any]]:
         """The history of an owned session, oldest first."""
-        await self.get_session(session_id)
         async with self.sessions() as session:
-            rows = await session.scalars(
-                select(ChatMessage.data)
-                .where(ChatMessage.session_id == session_id)
-                .order_by(ChatMessage.id)
+            await self._owned_in(session, ChatSession, session_id, "chat session")
+            return await _messages_in(session, session_id)
+
+    async def load_turn(self, session_id: str) -> TurnInputs:
+        """What a turn of an owned session starts from: the session, its trace (this user's
+        too) and its history, read in one transaction."""
+        async with self.sessions() as session:
+            found = (
+                await session.execute(
+                    select(ChatSession, Trace)
+                    .join(Trace, Trace.id == ChatSession.trace_id)
+                    .where(
+                        ChatSession.id == session_id,
+                        ChatSession.owner_id == self.user_id,
+                        Trace.owner_id == self.user_id,
+                    )
+                )
+            ).first()
+            if found is None:
+                raise NotFound(f"no chat session {session_id!r}")
+            chat, trace = found
+            return TurnInputs(
+                _session_record(chat), TraceRecord.of(trace), await _messages_in(session, chat.id)
             )
-            return list(rows)
 
     # events
 
     async def last_seq(self, session_id: str) -> int:
         """The seq of an owned session's newest event (0 when there is none)."""
-        await self.get_session(session_id)
         async with self.sessions() as session:
+            await self._owned_in(session, ChatSession, session_id, "chat session")
             found = await session.scalar(
                 select(func.max(ChatEvent.seq)).where(ChatEvent.session_id == session_id)
             )
@@ -165,8 +200,8 @@ class ChatRepository:
 
     async def events_after(self, session_id: str, after_seq: int) -> list[dict[str, Any]]:
         """An owned session's events numbered above `after_seq`, in order."""
-        await self.get_session(session_id)
         async with self.sessions() as session:
+            await self._owned_in(session, ChatSession, session_id, "chat session")
             rows = await session.scalars(
                 select(ChatEvent.data)
                 .where(ChatEvent.session_id == session_id, ChatEvent.seq > after_seq)
@@ -295,6 +330,15 @@ def _event_rows(events: list[tuple[str, list[dict[str, Any]]]]) -> list[dict[str
         for session_id, session_events in events
         for event in session_events
     ]
+
+
+async def _messages_in(session: AsyncSession, session_id: str) -> list[dict[str, Any]]:
+    rows = await session.scalars(
+        select(ChatMessage.data)
+        .where(ChatMessage.session_id == session_id)
+        .order_by(ChatMessage.id)
+    )
+    return list(rows)
 
 
 def _session_record(row: ChatSession) -> SessionRecord:

@@ -7,6 +7,7 @@ in `migrations/versions` on the engine's own connection at server start.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -14,16 +15,26 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import event
 from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.exc import InvalidatePoolError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
     async_sessionmaker,
     create_async_engine,
 )
+from sqlalchemy.pool import ConnectionPoolEntry
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+PING_AFTER_IDLE_S = 1.0
+"""A pooled PostgreSQL connection unused for this long is checked (a round trip or three)
+before it is handed out, so that one left dead by a database restart is replaced, not
+failed on. Busy connections are not checked: under load a check per checkout was a good
+part of a chat turn's database time. The pool hands out the most recently used
+connection first, so the rest go idle (and a restart while a connection is busy fails
+the one request that finds it; SQLAlchemy then replaces every older connection)."""
+IDLE_SINCE = "flamesight idle since"
 
 
 def create_engine(url: str) -> AsyncEngine:
@@ -35,7 +46,24 @@ def create_engine(url: str) -> AsyncEngine:
         engine = create_async_engine(url)
         event.listen(engine.sync_engine, "connect", _configure_sqlite)
         return engine
-    return create_async_engine(url, pool_pre_ping=True, pool_size=20, max_overflow=10)
+    engine = create_async_engine(url, pool_size=20, max_overflow=10, pool_use_lifo=True)
+    dialect = engine.sync_engine.dialect
+
+    def note_checkin(_connection: Any, record: ConnectionPoolEntry) -> None:
+        record.info[IDLE_SINCE] = time.monotonic()
+
+    def ping_if_idle(connection: Any, record: ConnectionPoolEntry, _proxy: Any) -> None:
+        idle_since = record.info.get(IDLE_SINCE)
+        if idle_since is None or time.monotonic() - idle_since < PING_AFTER_IDLE_S:
+            return
+        try:
+            dialect.do_ping(connection)
+        except Exception as error:  # dead: the pool replaces it, and those older than it
+            raise InvalidatePoolError(f"a pooled connection is dead: {error}") from error
+
+    event.listen(engine.sync_engine.pool, "checkin", note_checkin)
+    event.listen(engine.sync_engine.pool, "checkout", ping_if_idle)
+    return engine
 
 
 def _configure_sqlite(connection: Any, _record: Any) -> None:
