@@ -68,7 +68,7 @@ from flamesight.agent.events import (
     ToolStart,
 )
 from flamesight.agent.snapshots import SnapshotSink
-from flamesight.agent.tools import LoadedProfiles, ToolFailure, find_tool, tools_for
+from flamesight.agent.tools import LoadedProfiles, Tool, ToolFailure, find_tool, tools_for
 from flamesight.analysis import summary
 from flamesight.llm import Auth, ClientCredentials, LLMError, Settings, scrub
 from flamesight.llm.auth import connection_problem
@@ -208,8 +208,9 @@ class ChatAgent:
 
     # the graph (`_graph()`: nodes call the agent named in the run's config)
 
-    def _setup(self, state: AgentState) -> dict[str, Any]:
-        self.system_message()
+    async def _setup(self, state: AgentState, write: Callable[[Event], None]) -> dict[str, Any]:
+        if self._system is None:  # a large profile's summary takes a while: not on the loop
+            await anyio.to_thread.run_sync(self.system_message)
         return {"messages": [HumanMessage(state["prompt"])], "iterations": 0, "images": []}
 
     def _route(self, state: AgentState) -> str:
@@ -361,7 +362,7 @@ class ChatAgent:
             "temperature": settings.temperature,
             self._tokens_field: settings.max_tokens,
             "stream": True,
-            "tools": [tool.openai_schema() for tool in self.tools],
+            "tools": _openai_tools(tuple(self.tools)),
         }
         if concluding:
             body["tool_choice"] = "none"
@@ -479,30 +480,39 @@ _WRITE = "flamesight_write"
 
 @functools.cache
 def _graph() -> Any:
-    """The agent's graph, compiled once (~5 ms) and shared: each node calls the run's agent."""
+    """The agent's graph, compiled once (~5 ms) and shared: each node calls the run's agent.
 
-    def step(name: str) -> Callable[[AgentState, RunnableConfig], Any]:
-        def run(state: AgentState, config: RunnableConfig) -> Any:
-            return getattr(config["configurable"][_AGENT], name)(state)
+    Nodes and the router are coroutines: LangGraph runs a plain function in a worker
+    thread, a thread hop per step that a burst of turns starting at once pays a hundred
+    times over.
+    """
 
-        return run
-
-    def async_step(name: str) -> Callable[[AgentState, RunnableConfig], Awaitable[Any]]:
+    def step(name: str) -> Callable[[AgentState, RunnableConfig], Awaitable[Any]]:
         async def run(state: AgentState, config: RunnableConfig) -> Any:
             configurable = config["configurable"]
             return await getattr(configurable[_AGENT], name)(state, configurable[_WRITE])
 
         return run
 
+    async def route(state: AgentState, config: RunnableConfig) -> str:
+        return config["configurable"][_AGENT]._route(state)
+
     graph = StateGraph(AgentState)
     graph.add_node("setup", step("_setup"))
-    graph.add_node("agent", async_step("_agent"))
-    graph.add_node("tools", async_step("_tools"))
+    graph.add_node("agent", step("_agent"))
+    graph.add_node("tools", step("_tools"))
     graph.add_edge(START, "setup")
     graph.add_edge("setup", "agent")
-    graph.add_conditional_edges("agent", step("_route"), {"tools": "tools", "end": END})
+    graph.add_conditional_edges("agent", route, {"tools": "tools", "end": END})
     graph.add_edge("tools", "agent")
     return graph.compile()
+
+
+@functools.cache
+def _openai_tools(tools: tuple[Tool, ...]) -> list[dict[str, Any]]:
+    """`tools` in the request's format, made once per set of tools and shared by every
+    request (which only serializes them; each schema is a deep copy to make)."""
+    return [tool.openai_schema() for tool in tools]
 
 
 def history_to_dicts(history: Sequence[BaseMessage]) -> list[dict[str, Any]]:
