@@ -13,12 +13,16 @@ from flamesight.cli.serve_command import base_url, is_loopback
 from flamesight.formats import load
 from flamesight.model import ProfileGroup
 from flamesight.server.cache import ProfileCache, group_nbytes
+from flamesight.server.chat_store import ChatRepository
+from flamesight.server.database import create_engine, migrate, session_factory
+from flamesight.server.repository import NotFound, Repository, ensure_user, new_id
 from flamesight.server.settings import (
     DEFAULT_MAX_UPLOAD_BYTES,
     Settings,
     parse_size,
 )
 from flamesight.server.storage import BlobTooLarge, LocalDirectoryStorage, trace_blob_key
+from tests.test_server_api import database_url  # noqa: F401 (a fixture: SQLite and PostgreSQL)
 
 pytestmark = pytest.mark.anyio
 
@@ -165,3 +169,49 @@ def test_loopback_hosts() -> None:
         assert not is_loopback(host), host
     assert base_url("::1", 8000) == "http://[::1]:8000"
     assert base_url("127.0.0.1", 80) == "http://127.0.0.1:80"
+
+
+# --- chat rows ------------------------------------------------------------------
+
+
+async def test_a_turns_inputs_come_in_one_read_and_only_for_their_owner(
+    database_url: str,  # noqa: F811
+) -> None:
+    engine = create_engine(database_url)
+    try:
+        await migrate(engine)
+        sessions = session_factory(engine)
+        owner, stranger = await ensure_user(sessions, "ada"), await ensure_user(sessions, "bob")
+        trace = await Repository(sessions, owner).add_trace(
+            trace_id=new_id(),
+            name="slow.json",
+            format="speedscope",
+            size=10,
+            blob_key=f"{owner}/slow.json",
+            active_profile=0,
+            profiles=[],
+        )
+        mine = ChatRepository(sessions, owner)
+        chat = await mine.create_session(trace.id)
+        await mine.add_messages(chat.id, [{"type": "human", "data": {"content": "Why?"}}])
+        await mine.add_messages(chat.id, [{"type": "ai", "data": {"content": "Parsing."}}])
+
+        inputs = await mine.load_turn(chat.id)
+        assert inputs.session == chat and inputs.trace == trace
+        assert [m["type"] for m in inputs.messages] == ["human", "ai"]
+        assert await mine.session_and_trace(chat.id) == (chat, trace)
+
+        theirs = ChatRepository(sessions, stranger)
+        for attempt in (
+            theirs.load_turn(chat.id),
+            theirs.session_and_trace(chat.id),
+            theirs.messages(chat.id),
+            theirs.add_messages(chat.id, [{"type": "human", "data": {"content": "Mine?"}}]),
+            theirs.last_seq(chat.id),
+            mine.load_turn("no-such-session"),
+        ):
+            with pytest.raises(NotFound):
+                await attempt
+        assert len((await mine.load_turn(chat.id)).messages) == 2
+    finally:
+        await engine.dispose()

@@ -157,27 +157,36 @@ class ChatRepository:
             await self._owned_in(session, ChatSession, session_id, "chat session")
             return await _messages_in(session, session_id)
 
-    async def load_turn(self, session_id: str) -> TurnInputs:
-        """What a turn of an owned session starts from: the session, its trace (this user's
-        too) and its history, read in one transaction."""
+    async def session_and_trace(self, session_id: str) -> tuple[SessionRecord, TraceRecord]:
+        """An owned session and its trace (this user's too), in one query."""
         async with self.sessions() as session:
-            found = (
-                await session.execute(
-                    select(ChatSession, Trace)
-                    .join(Trace, Trace.id == ChatSession.trace_id)
-                    .where(
-                        ChatSession.id == session_id,
-                        ChatSession.owner_id == self.user_id,
-                        Trace.owner_id == self.user_id,
-                    )
+            return await self._session_and_trace_in(session, session_id)
+
+    async def load_turn(self, session_id: str) -> TurnInputs:
+        """What a turn of an owned session starts from: the session, its trace and its
+        history, read in one transaction."""
+        async with self.sessions() as session:
+            chat, trace = await self._session_and_trace_in(session, session_id)
+            return TurnInputs(chat, trace, await _messages_in(session, chat.id))
+
+    async def _session_and_trace_in(
+        self, session: AsyncSession, session_id: str
+    ) -> tuple[SessionRecord, TraceRecord]:
+        found = (
+            await session.execute(
+                select(ChatSession, Trace)
+                .join(Trace, Trace.id == ChatSession.trace_id)
+                .where(
+                    ChatSession.id == session_id,
+                    ChatSession.owner_id == self.user_id,
+                    Trace.owner_id == self.user_id,
                 )
-            ).first()
-            if found is None:
-                raise NotFound(f"no chat session {session_id!r}")
-            chat, trace = found
-            return TurnInputs(
-                _session_record(chat), TraceRecord.of(trace), await _messages_in(session, chat.id)
             )
+        ).first()
+        if found is None:
+            raise NotFound(f"no chat session {session_id!r}")
+        chat, trace = found
+        return _session_record(chat), TraceRecord.of(trace)
 
     # events
 

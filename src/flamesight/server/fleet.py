@@ -773,8 +773,7 @@ class ArqJobQueue(BackgroundTasks):
     async def enqueue(self, job: ChatTurnJob) -> None:
         """Queue the chat turn for a worker and watch it until it is done."""
         store = ChatRepository(self.state.sessions, job.owner_id)
-        session = await store.get_session(job.session_id)
-        trace = await self.state.repository(job.owner_id).get_trace(session.trace_id)
+        session, trace = await store.session_and_trace(job.session_id)
         args = (job.owner_id, job.session_id, job.turn_id, job.sealed_endpoint)
         arq_id = f"flamesight:turn:{job.turn_id}"
         queued = FleetJob(CHAT_TURN, args, turn_lease(job), trace.blob_key, arq_id)
