@@ -13,7 +13,7 @@ from flamesight.cli.serve_command import base_url, is_loopback
 from flamesight.formats import load
 from flamesight.model import ProfileGroup
 from flamesight.server.cache import ProfileCache, group_nbytes
-from flamesight.server.chat_store import ChatRepository
+from flamesight.server.chat_store import ChatRepository, EventWriter
 from flamesight.server.database import create_engine, migrate, session_factory
 from flamesight.server.repository import NotFound, Repository, ensure_user, new_id
 from flamesight.server.settings import (
@@ -213,5 +213,41 @@ async def test_a_turns_inputs_come_in_one_read_and_only_for_their_owner(
             with pytest.raises(NotFound):
                 await attempt
         assert len((await mine.load_turn(chat.id)).messages) == 2
+    finally:
+        await engine.dispose()
+
+
+async def test_the_event_writer_commits_without_waiting_for_the_disk_on_its_own_connection(
+    database_url: str,  # noqa: F811
+) -> None:
+    engine = create_engine(database_url)
+    try:
+        await migrate(engine)
+        sessions = session_factory(engine)
+        owner = await ensure_user(sessions, "ada")
+        trace = await Repository(sessions, owner).add_trace(
+            trace_id=new_id(),
+            name="slow.json",
+            format="speedscope",
+            size=10,
+            blob_key=f"{owner}/slow.json",
+            active_profile=0,
+            profiles=[],
+        )
+        store = ChatRepository(sessions, owner)
+        chat = await store.create_session(trace.id)
+        writer = EventWriter(engine)
+        await writer.store([(chat.id, [{"type": "waiting_for_model", "seq": 1}])])
+        await writer.store([(chat.id, [{"type": "model_response_end", "seq": 2}])])
+        assert await store.last_seq(chat.id) == 2
+        if engine.dialect.name == "postgresql":
+            assert writer._connection is not None
+            show = "SHOW synchronous_commit"
+            assert (await writer._connection.exec_driver_sql(show)).scalar() == "off"
+            await writer._connection.rollback()
+        await writer.close()
+        if engine.dialect.name == "postgresql":
+            async with engine.connect() as pooled:  # the pool never got the writer's connection
+                assert (await pooled.exec_driver_sql(show)).scalar() == "on"
     finally:
         await engine.dispose()

@@ -290,11 +290,18 @@ async def store_events(
 class EventWriter:
     """`store_events` for a process that stores a batch every few milliseconds (fleet mode).
 
-    It keeps one connection between batches: a batch costs its INSERT and
-    COMMIT, not also a checkout from the pool with its liveness check (three
-    more round trips to the database). A connection found dead (the database
-    restarted) is dropped and the batch written once more on a new one; any
-    other failure is the caller's. Batches are written one at a time.
+    It keeps a connection of its own between batches (a batch costs its
+    INSERT and COMMIT, nothing for a checkout) and on PostgreSQL commits
+    without waiting for the disk (``synchronous_commit`` off, for this
+    connection only): every event reaches its clients only once its batch is
+    stored, and waiting for each commit's flush made every stream stall with
+    the disk (hundreds of milliseconds at times). What this risks is the
+    last fraction of a second of events if PostgreSQL itself crashes; those
+    events are in the Redis stream too, and the chat history (the messages a
+    turn commits) is written with ordinary commits. The connection is never
+    handed back to the pool. A connection found dead (the database restarted)
+    is dropped and the batch written once more on a new one; any other
+    failure is the caller's. Batches are written one at a time.
     """
 
     def __init__(self, engine: AsyncEngine) -> None:
@@ -311,7 +318,7 @@ class EventWriter:
             for retry in (False, True):
                 try:
                     if self._connection is None:
-                        self._connection = await self.engine.connect()
+                        self._connection = await self._connect()
                     async with self._connection.begin():
                         await self._connection.execute(insert(ChatEvent.__table__), rows)
                     return
@@ -325,10 +332,18 @@ class EventWriter:
         async with self._lock:
             await self._drop()
 
+    async def _connect(self) -> AsyncConnection:
+        connection = await self.engine.connect()
+        if connection.dialect.name == "postgresql":
+            await connection.exec_driver_sql("SET synchronous_commit TO off")
+            await connection.commit()
+        return connection
+
     async def _drop(self) -> None:
         connection, self._connection = self._connection, None
         if connection is not None:
             with contextlib.suppress(Exception):
+                await connection.invalidate()  # closed, not pooled: its setting stays with it
                 await connection.close()
 
 
