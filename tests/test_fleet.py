@@ -19,6 +19,7 @@ the database goes away behind a TCP proxy that the test cuts and restores
 
 from __future__ import annotations
 
+import asyncio
 import os
 import secrets
 import shutil
@@ -45,7 +46,13 @@ from websockets.asyncio.client import connect
 from flamesight.llm import LLMError, Secret
 from flamesight.server import Settings, database
 from flamesight.server.database import create_engine, session_factory
-from flamesight.server.fleet import QUEUE_NAME
+from flamesight.server.fleet import (
+    HEARTBEAT_TTL_S,
+    QUEUE_NAME,
+    Lease,
+    RedisLeases,
+    connect_redis,
+)
 from flamesight.server.model_endpoints import UNSEALABLE, ClientEndpoint, EndpointSealer
 from flamesight.server.url_policy import UrlPolicy
 from tests.live_server import LiveServer, free_port, secrets_left
@@ -746,6 +753,39 @@ async def test_a_database_outage_answers_503_and_then_recovers(
                 assert (await client.get(f"/api/traces/{trace_id}")).status_code == 200
     finally:
         proxy.cut()
+
+
+async def test_heartbeats_and_checks_asked_together_get_their_own_answers(
+    redis_url: str,
+) -> None:
+    """`RedisLeases.refresh` and `finished`, asked in the same turn of the event loop, go
+    out in one pipeline; each caller still gets the answer about its own lease."""
+    redis = connect_redis(redis_url)
+    leases = RedisLeases(redis)
+    running, lost, done, waiting = (Lease(f"test:lease:{n}", f"job-{n}") for n in range(4))
+    try:
+        for lease in (running, lost, done, waiting):
+            assert await leases.claim(lease)
+        for lease in (running, lost, done):
+            assert await leases.take(lease, f"arq:{lease.job_id}")
+        await redis.delete(lost.key)
+        await leases.give_up(lost)  # the web process gave the job up: no refresh brings it back
+        await leases.release(done)
+        answers = await asyncio.gather(
+            leases.refresh(running),
+            leases.refresh(lost),
+            leases.finished(running),
+            leases.finished(lost),
+            leases.finished(done),
+            leases.finished(waiting),
+        )
+        assert answers == [True, False, None, True, True, None]
+        assert 0 < await redis.pttl(running.key) <= HEARTBEAT_TTL_S * 1000
+        assert await redis.get(lost.key) is None
+        await redis.delete(waiting.key)
+        assert await leases.finished(waiting) is False  # gone without being done
+    finally:
+        await redis.aclose()
 
 
 async def test_a_pooled_connection_killed_while_idle_is_replaced_before_use(

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy.exc import IntegrityError
 
 from flamesight import examples
 from flamesight.cli.serve_command import base_url, is_loopback
@@ -240,6 +241,11 @@ async def test_the_event_writer_commits_without_waiting_for_the_disk_on_its_own_
         await writer.store([(chat.id, [{"type": "waiting_for_model", "seq": 1}])])
         await writer.store([(chat.id, [{"type": "model_response_end", "seq": 2}])])
         assert await store.last_seq(chat.id) == 2
+        with pytest.raises(IntegrityError):  # seq 2 is taken: nothing of the batch is kept
+            await writer.store([(chat.id, [{"type": "x", "seq": 3}, {"type": "y", "seq": 2}])])
+        assert await store.last_seq(chat.id) == 2
+        await writer.store([(chat.id, [{"type": "model_response_end", "seq": 3}])])
+        assert await store.last_seq(chat.id) == 3
         if engine.dialect.name == "postgresql":
             assert writer._connection is not None
             show = "SHOW synchronous_commit"

@@ -290,9 +290,10 @@ async def store_events(
 class EventWriter:
     """`store_events` for a process that stores a batch every few milliseconds (fleet mode).
 
-    It keeps a connection of its own between batches (a batch costs its
-    INSERT and COMMIT, nothing for a checkout) and on PostgreSQL commits
-    without waiting for the disk (``synchronous_commit`` off, for this
+    It keeps a connection of its own between batches (nothing for a checkout);
+    on PostgreSQL a batch is one round trip (its rows in one statement, an
+    implicit transaction: all stored or none) and commits without waiting for
+    the disk (``synchronous_commit`` off, for this
     connection only): every event reaches its clients only once its batch is
     stored, and waiting for each commit's flush made every stream stall with
     the disk (hundreds of milliseconds at times). What this risks is the
@@ -335,6 +336,9 @@ class EventWriter:
     async def _connect(self) -> AsyncConnection:
         connection = await self.engine.connect()
         if connection.dialect.name == "postgresql":
+            # No BEGIN and COMMIT round trips: asyncpg sends a batch's rows as one
+            # pipelined statement, which PostgreSQL runs as one implicit transaction.
+            await connection.execution_options(isolation_level="AUTOCOMMIT")
             await connection.exec_driver_sql("SET synchronous_commit TO off")
             await connection.commit()
         return connection

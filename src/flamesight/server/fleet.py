@@ -567,7 +567,7 @@ class RedisLeases:
         self._release = redis.register_script(_RELEASE)
         self._take = redis.register_script(_TAKE)
         self._refresh = redis.register_script(_REFRESH)
-        self._checks: list[tuple[Lease, asyncio.Future[bool | None]]] = []
+        self._asks: list[tuple[str, Lease, asyncio.Future[bool | None]]] = []
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def claim(self, lease: Lease) -> bool:
@@ -593,10 +593,13 @@ class RedisLeases:
         return bool(await self._take(keys=keys, args=[lease.job_id, ttl, arq_job_id]))
 
     async def refresh(self, lease: Lease) -> bool:
-        """Keep holding the lease of a running job (again, after Redis lost the key)."""
-        ttl = int(HEARTBEAT_TTL_S * 1000)
-        keys = [lease.key, lease.done_key]
-        return bool(await self._refresh(keys=keys, args=[lease.job_id, ttl]))
+        """Keep holding the lease of a running job (again, after Redis lost the key).
+
+        Refreshes asked for in the same turn of the event loop share one round trip
+        to Redis with each other and with `finished` checks (heartbeats beat on the
+        same ticks for every job of a process).
+        """
+        return bool(await self._ask("refresh", lease))
 
     async def give_up(self, lease: Lease) -> None:
         """Mark a lost job done, so its worker, if it comes back, cannot take the lease."""
@@ -613,38 +616,50 @@ class RedisLeases:
         turn of the event loop share one round trip to Redis (`watch` asks on the
         same ticks for every job).
         """
+        return await self._ask("finished", lease)
+
+    async def _ask(self, kind: str, lease: Lease) -> bool | None:
+        """`finished` or `refresh`, sent with the others asked in this turn of the loop."""
         answer = asyncio.get_running_loop().create_future()
-        self._checks.append((lease, answer))
-        if len(self._checks) == 1:
-            asyncio.get_running_loop().call_soon(self._check)
+        self._asks.append((kind, lease, answer))
+        if len(self._asks) == 1:
+            asyncio.get_running_loop().call_soon(self._send_asks)
         return await answer
 
-    def _check(self) -> None:
-        checks, self._checks = self._checks, []
-        self._keep(asyncio.create_task(self._check_all(checks)))
+    def _send_asks(self) -> None:
+        asks, self._asks = self._asks, []
+        self._keep(asyncio.create_task(self._answer(asks)))
 
-    async def _check_all(self, checks: list[tuple[Lease, asyncio.Future[bool | None]]]) -> None:
+    async def _answer(self, asks: list[tuple[str, Lease, asyncio.Future[bool | None]]]) -> None:
+        ttl = int(HEARTBEAT_TTL_S * 1000)
         try:
             async with self.redis.pipeline(transaction=False) as pipe:
-                for lease, _answer in checks:
-                    pipe.exists(lease.done_key)
-                    pipe.get(lease.key)
-                replies = await pipe.execute()
-        except Exception as error:  # each watcher sees the failure
-            for _lease, answer in checks:
+                for kind, lease, _answer in asks:
+                    if kind == "refresh":
+                        keys = [lease.key, lease.done_key]
+                        await self._refresh(keys=keys, args=[lease.job_id, ttl], client=pipe)
+                    else:
+                        pipe.exists(lease.done_key)
+                        pipe.get(lease.key)
+                replies = iter(await pipe.execute())
+        except Exception as error:  # each asker sees the failure
+            for _kind, _lease, answer in asks:
                 if not answer.done():
                     answer.set_exception(error)
             return
-        for n, (lease, answer) in enumerate(checks):
-            done, held = replies[2 * n], replies[2 * n + 1]
-            if answer.done():
-                continue
-            if done:
-                answer.set_result(True)
-            elif held in (lease.job_id.encode(), f"{lease.job_id} running".encode()):
-                answer.set_result(None)
+        for kind, lease, answer in asks:
+            if kind == "refresh":
+                result: bool | None = bool(next(replies))
             else:
-                answer.set_result(False)
+                done, held = next(replies), next(replies)
+                if done:
+                    result = True
+                elif held in (lease.job_id.encode(), f"{lease.job_id} running".encode()):
+                    result = None
+                else:
+                    result = False
+            if not answer.done():
+                answer.set_result(result)
 
     def _keep(self, task: asyncio.Task[None]) -> None:
         self._tasks.add(task)
@@ -662,8 +677,10 @@ class RedisLeases:
                 await beat
 
     async def _heartbeat(self, lease: Lease) -> None:
+        loop = asyncio.get_running_loop()
         while True:
-            await asyncio.sleep(HEARTBEAT_EVERY_S)
+            # On the same ticks as every other heartbeat of this process: sent together.
+            await asyncio.sleep(HEARTBEAT_EVERY_S - loop.time() % HEARTBEAT_EVERY_S)
             try:
                 await self.refresh(lease)
             except RedisError as error:
