@@ -31,7 +31,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import anyio
 import asyncpg
@@ -49,9 +49,12 @@ from flamesight.server.database import create_engine, session_factory
 from flamesight.server.fleet import (
     HEARTBEAT_TTL_S,
     QUEUE_NAME,
+    ArqJobQueue,
     Lease,
     RedisLeases,
     connect_redis,
+    holders_key,
+    worker_key,
 )
 from flamesight.server.model_endpoints import UNSEALABLE, ClientEndpoint, EndpointSealer
 from flamesight.server.url_policy import UrlPolicy
@@ -753,6 +756,26 @@ async def test_a_database_outage_answers_503_and_then_recovers(
                 assert (await client.get(f"/api/traces/{trace_id}")).status_code == 200
     finally:
         proxy.cut()
+
+
+async def test_a_job_goes_to_a_holder_with_room_and_takes_a_place_of_it(redis_url: str) -> None:
+    """`choose_queue`: a live worker holding the trace with room left, its advertised room
+    one less for each job sent (web processes choosing at once do not overfill it), the
+    shared queue when no holder has room."""
+    redis = connect_redis(redis_url)
+    jobs = ArqJobQueue(cast(Any, None), redis, RedisLeases(redis))
+    blob = "owner/trace.json"
+    try:
+        await redis.hset(holders_key(blob), mapping={"busy": "1", "free": "1", "gone": "1"})
+        await redis.set(worker_key("busy", "alive"), "0", ex=10)
+        await redis.set(worker_key("free", "alive"), "2", ex=10)
+        chosen = [await jobs.choose_queue(blob) for _ in range(3)]
+        assert chosen == [worker_key("free", "jobs")] * 2 + [QUEUE_NAME]
+        assert await redis.get(worker_key("free", "alive")) == b"0"
+        assert 0 < await redis.ttl(worker_key("free", "alive")) <= 10
+        assert await jobs.choose_queue("owner/other.json") == QUEUE_NAME
+    finally:
+        await redis.aclose()
 
 
 async def test_heartbeats_and_checks_asked_together_get_their_own_answers(

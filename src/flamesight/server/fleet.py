@@ -246,6 +246,27 @@ end
 return 0
 """
 
+_CHOOSE = """
+local names, rooms, total = {}, {}, 0
+for _, name in ipairs(redis.call('HKEYS', KEYS[1])) do
+  local room = tonumber(redis.call('GET', ARGV[1] .. name .. ARGV[2])) or 0
+  if room > 0 then
+    names[#names + 1] = name
+    rooms[#rooms + 1] = room
+    total = total + room
+  end
+end
+local pick = tonumber(ARGV[3]) * total
+for i, name in ipairs(names) do
+  pick = pick - rooms[i]
+  if pick < 0 or i == #names then
+    redis.call('DECR', ARGV[1] .. name .. ARGV[2])
+    return name
+  end
+end
+return false
+"""
+
 _WITHDRAW = """
 if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
 if redis.call('ZREM', KEYS[1], ARGV[1]) == 0 then return 0 end
@@ -786,6 +807,7 @@ class ArqJobQueue(BackgroundTasks):
         self.redis = redis
         self.leases = leases
         self._withdraw = redis.register_script(_WITHDRAW)
+        self._choose = redis.register_script(_CHOOSE)
 
     async def enqueue(self, job: ChatTurnJob) -> None:
         """Queue the chat turn for a worker and watch it until it is done."""
@@ -814,18 +836,19 @@ class ArqJobQueue(BackgroundTasks):
         """The queue of a live worker whose cache holds `blob_key` and that has room for
         more jobs, else the shared one. Among several, one at random, weighted by the
         room each last advertised (a burst of turns spreads over them instead of filling
-        one and waiting for the hand-over)."""
+        one and waiting for the hand-over). The choice takes one place of the chosen
+        worker's advertised room, in the same script, so that the web processes of a
+        fleet, choosing at once, do not all count the same room (the worker's next
+        advert says again what it really has)."""
+        prefix, suffix = worker_key("\0", "alive").split("\0")
         try:
-            holders = [name.decode() for name in await self.redis.hkeys(holders_key(blob_key))]
-            if holders:
-                free = await self.redis.mget([worker_key(name, "alive") for name in holders])
-                room = [max(0, int(slots or 0)) for slots in free]
-                if any(room):
-                    (name,) = random.choices(holders, weights=room)
-                    return worker_key(name, "jobs")
-        except (RedisError, ValueError) as error:
+            name = await self._choose(
+                keys=[holders_key(blob_key)], args=[prefix, suffix, random.random()]
+            )
+        except RedisError as error:
             log.warning("could not look up which worker holds a trace: %s", error)
-        return QUEUE_NAME
+            return QUEUE_NAME
+        return QUEUE_NAME if name is None else worker_key(name.decode(), "jobs")
 
     async def hand_over(self, job: FleetJob, queue: str) -> bool:
         """Move a job its worker has not started to the shared queue; False to try again."""
