@@ -194,18 +194,18 @@ async def test_a_turns_inputs_come_in_one_read_and_only_for_their_owner(
         )
         mine = ChatRepository(sessions, owner)
         chat = await mine.create_session(trace.id)
-        await mine.add_messages(chat.id, [{"type": "human", "data": {"content": "Why?"}}])
+        question = [{"type": "human", "data": {"content": "Why?"}}]
+        assert await mine.add_question(chat.id, question) == trace
         await mine.add_messages(chat.id, [{"type": "ai", "data": {"content": "Parsing."}}])
 
         inputs = await mine.load_turn(chat.id)
         assert inputs.session == chat and inputs.trace == trace
         assert [m["type"] for m in inputs.messages] == ["human", "ai"]
-        assert await mine.session_and_trace(chat.id) == (chat, trace)
 
         theirs = ChatRepository(sessions, stranger)
         for attempt in (
             theirs.load_turn(chat.id),
-            theirs.session_and_trace(chat.id),
+            theirs.add_question(chat.id, question),
             theirs.messages(chat.id),
             theirs.add_messages(chat.id, [{"type": "human", "data": {"content": "Mine?"}}]),
             theirs.last_seq(chat.id),

@@ -68,7 +68,7 @@ from flamesight.server.model_endpoints import (
     ModelEndpoint,
     resolve_endpoint,
 )
-from flamesight.server.repository import new_id
+from flamesight.server.repository import TraceRecord, new_id
 from flamesight.server.uploads import open_trace
 
 if TYPE_CHECKING:
@@ -156,8 +156,9 @@ class LocalTurnGate:
 class JobQueue(Protocol):
     """Where chat turns wait to run."""
 
-    async def enqueue(self, job: ChatTurnJob) -> None:
-        """Queue `job` and return at once."""
+    async def enqueue(self, job: ChatTurnJob, session: SessionRecord, trace: TraceRecord) -> None:
+        """Queue `job` (of `session`, about `trace`: the caller has read both) and return
+        at once."""
         ...
 
     def keep(self, task: asyncio.Task[Any]) -> None:
@@ -230,7 +231,7 @@ class InProcessJobQueue(BackgroundTasks):
         super().__init__()
         self.run = run
 
-    async def enqueue(self, job: ChatTurnJob) -> None:
+    async def enqueue(self, job: ChatTurnJob, session: SessionRecord, trace: TraceRecord) -> None:
         """Start the job's task; return without waiting for it."""
         self.keep(asyncio.create_task(self.run(job)))
 
@@ -518,10 +519,10 @@ class ChatService:
         try:
             store = ChatRepository(self.state.sessions, session.owner_id)
             question = history_to_dicts([HumanMessage(prompt)])
-            await store.add_messages(session.id, question)
+            trace = await store.add_question(session.id, question)
             self.publisher.put(session, {"type": "waiting_for_model"})
             await self.publisher.flush(session.id)
-            await self.jobs.enqueue(job)
+            await self.jobs.enqueue(job, session, trace)
         except BaseException:
             await self.turns.release(job)
             raise

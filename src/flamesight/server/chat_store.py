@@ -138,29 +138,23 @@ class ChatRepository:
         """Append messages (as `history_to_dicts` writes them) to an owned session's history."""
         if not messages:
             return
-        now = datetime.now(UTC)
         async with self.sessions() as session, session.begin():
             await self._owned_in(session, ChatSession, session_id, "chat session")
-            session.add_all(
-                ChatMessage(
-                    session_id=session_id,
-                    role=str(message.get("type", "unknown"))[:20],
-                    data=message,
-                    created_at=now,
-                )
-                for message in messages
-            )
+            _add_messages_in(session, session_id, messages)
+
+    async def add_question(self, session_id: str, messages: list[dict[str, Any]]) -> TraceRecord:
+        """`add_messages` for a turn's question; the session's trace (this user's too), read
+        in the same transaction (queueing the turn needs it)."""
+        async with self.sessions() as session, session.begin():
+            _chat, trace = await self._session_and_trace_in(session, session_id)
+            _add_messages_in(session, session_id, messages)
+        return trace
 
     async def messages(self, session_id: str) -> list[dict[str, Any]]:
         """The history of an owned session, oldest first."""
         async with self.sessions() as session:
             await self._owned_in(session, ChatSession, session_id, "chat session")
             return await _messages_in(session, session_id)
-
-    async def session_and_trace(self, session_id: str) -> tuple[SessionRecord, TraceRecord]:
-        """An owned session and its trace (this user's too), in one query."""
-        async with self.sessions() as session:
-            return await self._session_and_trace_in(session, session_id)
 
     async def load_turn(self, session_id: str) -> TurnInputs:
         """What a turn of an owned session starts from: the session, its trace and its
@@ -358,6 +352,21 @@ def _event_rows(events: list[tuple[str, list[dict[str, Any]]]]) -> list[dict[str
         for session_id, session_events in events
         for event in session_events
     ]
+
+
+def _add_messages_in(
+    session: AsyncSession, session_id: str, messages: list[dict[str, Any]]
+) -> None:
+    now = datetime.now(UTC)
+    session.add_all(
+        ChatMessage(
+            session_id=session_id,
+            role=str(message.get("type", "unknown"))[:20],
+            data=message,
+            created_at=now,
+        )
+        for message in messages
+    )
 
 
 async def _messages_in(session: AsyncSession, session_id: str) -> list[dict[str, Any]]:

@@ -809,10 +809,9 @@ class ArqJobQueue(BackgroundTasks):
         self._withdraw = redis.register_script(_WITHDRAW)
         self._choose = redis.register_script(_CHOOSE)
 
-    async def enqueue(self, job: ChatTurnJob) -> None:
-        """Queue the chat turn for a worker and watch it until it is done."""
-        store = ChatRepository(self.state.sessions, job.owner_id)
-        session, trace = await store.session_and_trace(job.session_id)
+    async def enqueue(self, job: ChatTurnJob, session: SessionRecord, trace: TraceRecord) -> None:
+        """Queue the chat turn for a worker (one holding its trace, if it can) and watch it
+        until it is done."""
         args = (job.owner_id, job.session_id, job.turn_id, job.sealed_endpoint)
         arq_id = f"flamesight:turn:{job.turn_id}"
         queued = FleetJob(CHAT_TURN, args, turn_lease(job), trace.blob_key, arq_id)
