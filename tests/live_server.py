@@ -17,7 +17,7 @@ import uvicorn
 from sqlalchemy import select
 
 from flamesight import examples
-from flamesight.server import UVICORN_OPTIONS, Settings, create_app
+from flamesight.server import Settings, create_app
 from flamesight.server.database import create_engine, session_factory
 from flamesight.server.tables import Base
 
@@ -38,11 +38,7 @@ class LiveServer:
         self.settings = settings
         self.port = free_port()
         config = uvicorn.Config(
-            create_app(settings),
-            host="127.0.0.1",
-            port=self.port,
-            log_config=None,
-            **UVICORN_OPTIONS,
+            create_app(settings), host="127.0.0.1", port=self.port, log_config=None
         )
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, daemon=True)

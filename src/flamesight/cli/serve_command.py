@@ -178,7 +178,7 @@ def serve_command(
     import uvicorn
 
     from flamesight.cli.users_command import accounts_exist
-    from flamesight.server import UVICORN_OPTIONS, create_app
+    from flamesight.server import create_app
     from flamesight.server.errors import ApiError
     from flamesight.server.state import ServerState
     from flamesight.server.uploads import file_chunks, store_trace
@@ -224,5 +224,4 @@ def serve_command(
 
     mode = "accounts (log in or use an API token)" if with_accounts else "single-user mode"
     click.echo(f"flamesight: {mode} on {url} (API docs at {url}/docs)")
-    app = create_app(settings, open_at_start)
-    uvicorn.run(app, host=host.strip("[]"), port=port, **UVICORN_OPTIONS)
+    uvicorn.run(create_app(settings, open_at_start), host=host.strip("[]"), port=port)

@@ -124,7 +124,7 @@ fleet mode) builds on them rather than around them:
   `Repository`.
 """
 
-from flamesight.server.app import UVICORN_OPTIONS, create_app
+from flamesight.server.app import create_app
 from flamesight.server.settings import Settings
 
-__all__ = ["UVICORN_OPTIONS", "Settings", "create_app"]
+__all__ = ["Settings", "create_app"]

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import Any
 
 from fastapi import FastAPI
 
@@ -30,12 +29,6 @@ from flamesight.server.state import ServerState, start_server, stop_server
 from flamesight.server.viewer_routes import install_viewer
 
 ReadyHook = Callable[[ServerState], Awaitable[None]]
-
-UVICORN_OPTIONS: dict[str, Any] = {"ws_per_message_deflate": False}
-"""How uvicorn serves the app (`flamesight serve`, and the tests' servers). WebSocket
-messages are not compressed: a chat streams an event per few tokens, too small to gain
-from it, and compressing each one cost a web process a sixth of its CPU under load
-(`benchmarks/fleet_bench.py`)."""
 
 
 def create_app(settings: Settings | None = None, on_ready: ReadyHook | None = None) -> FastAPI:
