@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from flamesight import examples
 from flamesight.cli.serve_command import base_url, is_loopback
@@ -16,7 +18,13 @@ from flamesight.model import ProfileGroup
 from flamesight.server.cache import ProfileCache, group_nbytes
 from flamesight.server.chat_store import ChatRepository, EventWriter
 from flamesight.server.database import create_engine, migrate, session_factory
-from flamesight.server.repository import NotFound, Repository, ensure_user, new_id
+from flamesight.server.repository import (
+    NotFound,
+    Repository,
+    TraceRecord,
+    ensure_user,
+    new_id,
+)
 from flamesight.server.settings import (
     DEFAULT_MAX_UPLOAD_BYTES,
     Settings,
@@ -175,52 +183,19 @@ def test_loopback_hosts() -> None:
 # --- chat rows ------------------------------------------------------------------
 
 
-async def test_a_turns_inputs_come_in_one_read_and_only_for_their_owner(
-    database_url: str,  # noqa: F811
-) -> None:
-    engine = create_engine(database_url)
-    try:
-        await migrate(engine)
-        sessions = session_factory(engine)
-        owner, stranger = await ensure_user(sessions, "ada"), await ensure_user(sessions, "bob")
-        trace = await Repository(sessions, owner).add_trace(
-            trace_id=new_id(),
-            name="slow.json",
-            format="speedscope",
-            size=10,
-            blob_key=f"{owner}/slow.json",
-            active_profile=0,
-            profiles=[],
-        )
-        mine = ChatRepository(sessions, owner)
-        chat = await mine.create_session(trace.id)
-        question = [{"type": "human", "data": {"content": "Why?"}}]
-        assert await mine.add_question(chat.id, question) == trace
-        await mine.add_messages(chat.id, [{"type": "ai", "data": {"content": "Parsing."}}])
+@dataclass(frozen=True)
+class StoredTrace:
+    """A migrated database with one user's trace in it."""
 
-        inputs = await mine.load_turn(chat.id)
-        assert inputs.session == chat and inputs.trace == trace
-        assert [m["type"] for m in inputs.messages] == ["human", "ai"]
-
-        theirs = ChatRepository(sessions, stranger)
-        for attempt in (
-            theirs.load_turn(chat.id),
-            theirs.add_question(chat.id, question),
-            theirs.messages(chat.id),
-            theirs.add_messages(chat.id, [{"type": "human", "data": {"content": "Mine?"}}]),
-            theirs.last_seq(chat.id),
-            mine.load_turn("no-such-session"),
-        ):
-            with pytest.raises(NotFound):
-                await attempt
-        assert len((await mine.load_turn(chat.id)).messages) == 2
-    finally:
-        await engine.dispose()
+    engine: AsyncEngine
+    sessions: async_sessionmaker[AsyncSession]
+    owner: str
+    trace: TraceRecord
 
 
-async def test_the_event_writer_commits_without_waiting_for_the_disk_on_its_own_connection(
-    database_url: str,  # noqa: F811
-) -> None:
+@pytest.fixture
+async def stored_trace(database_url: str) -> AsyncIterator[StoredTrace]:  # noqa: F811
+    """A trace of user "ada" in a fresh database (SQLite or PostgreSQL)."""
     engine = create_engine(database_url)
     try:
         await migrate(engine)
@@ -235,25 +210,61 @@ async def test_the_event_writer_commits_without_waiting_for_the_disk_on_its_own_
             active_profile=0,
             profiles=[],
         )
-        store = ChatRepository(sessions, owner)
-        chat = await store.create_session(trace.id)
-        writer = EventWriter(engine)
-        await writer.store([(chat.id, [{"type": "waiting_for_model", "seq": 1}])])
-        await writer.store([(chat.id, [{"type": "model_response_end", "seq": 2}])])
-        assert await store.last_seq(chat.id) == 2
-        with pytest.raises(IntegrityError):  # seq 2 is taken: nothing of the batch is kept
-            await writer.store([(chat.id, [{"type": "x", "seq": 3}, {"type": "y", "seq": 2}])])
-        assert await store.last_seq(chat.id) == 2
-        await writer.store([(chat.id, [{"type": "model_response_end", "seq": 3}])])
-        assert await store.last_seq(chat.id) == 3
-        if engine.dialect.name == "postgresql":
-            assert writer._connection is not None
-            show = "SHOW synchronous_commit"
-            assert (await writer._connection.exec_driver_sql(show)).scalar() == "off"
-            await writer._connection.rollback()
-        await writer.close()
-        if engine.dialect.name == "postgresql":
-            async with engine.connect() as pooled:  # the pool never got the writer's connection
-                assert (await pooled.exec_driver_sql(show)).scalar() == "on"
+        yield StoredTrace(engine, sessions, owner, trace)
     finally:
         await engine.dispose()
+
+
+async def test_a_turns_inputs_come_in_one_read_and_only_for_their_owner(
+    stored_trace: StoredTrace,
+) -> None:
+    sessions, trace = stored_trace.sessions, stored_trace.trace
+    stranger = await ensure_user(sessions, "bob")
+    mine = ChatRepository(sessions, stored_trace.owner)
+    chat = await mine.create_session(trace.id)
+    question = [{"type": "human", "data": {"content": "Why?"}}]
+    assert await mine.add_question(chat.id, question) == trace
+    await mine.add_messages(chat.id, [{"type": "ai", "data": {"content": "Parsing."}}])
+
+    inputs = await mine.load_turn(chat.id)
+    assert inputs.session == chat and inputs.trace == trace
+    assert [m["type"] for m in inputs.messages] == ["human", "ai"]
+
+    theirs = ChatRepository(sessions, stranger)
+    for attempt in (
+        theirs.load_turn(chat.id),
+        theirs.add_question(chat.id, question),
+        theirs.messages(chat.id),
+        theirs.add_messages(chat.id, [{"type": "human", "data": {"content": "Mine?"}}]),
+        theirs.last_seq(chat.id),
+        mine.load_turn("no-such-session"),
+    ):
+        with pytest.raises(NotFound):
+            await attempt
+    assert len((await mine.load_turn(chat.id)).messages) == 2
+
+
+async def test_the_event_writer_commits_without_waiting_for_the_disk_on_its_own_connection(
+    stored_trace: StoredTrace,
+) -> None:
+    engine, trace = stored_trace.engine, stored_trace.trace
+    store = ChatRepository(stored_trace.sessions, stored_trace.owner)
+    chat = await store.create_session(trace.id)
+    writer = EventWriter(engine)
+    await writer.store([(chat.id, [{"type": "waiting_for_model", "seq": 1}])])
+    await writer.store([(chat.id, [{"type": "model_response_end", "seq": 2}])])
+    assert await store.last_seq(chat.id) == 2
+    with pytest.raises(IntegrityError):  # seq 2 is taken: nothing of the batch is kept
+        await writer.store([(chat.id, [{"type": "x", "seq": 3}, {"type": "y", "seq": 2}])])
+    assert await store.last_seq(chat.id) == 2
+    await writer.store([(chat.id, [{"type": "model_response_end", "seq": 3}])])
+    assert await store.last_seq(chat.id) == 3
+    if engine.dialect.name == "postgresql":
+        assert writer._connection is not None
+        show = "SHOW synchronous_commit"
+        assert (await writer._connection.exec_driver_sql(show)).scalar() == "off"
+        await writer._connection.rollback()
+    await writer.close()
+    if engine.dialect.name == "postgresql":
+        async with engine.connect() as pooled:  # the pool never got the writer's connection
+            assert (await pooled.exec_driver_sql(show)).scalar() == "on"

@@ -6,8 +6,9 @@ server-sent events are read here, a network read at a time. Each read gives
 the text of all the events it completed as one piece: a model streaming
 slowly gives a piece per token, and a busy process that reads late gets
 several tokens in one piece, so the cost downstream (an event stored,
-published and sent per piece) shrinks as load grows. Tool-call deltas are put together by their index; the answer
-(`ChatAnswer`) holds the text, the tool calls and the finish reason.
+published and sent per piece) shrinks as load grows. Tool-call deltas are
+put together by their index; the answer (`ChatAnswer`) holds the text, the
+tool calls and the finish reason.
 
 Failures are the SDK's: a status error before the stream, `APIError` for an
 ``error`` object in the stream, `APITimeoutError` when the stream stalls past
