@@ -239,6 +239,8 @@ class SessionResult:
     chunks_lost: int = 0
     chunks_duplicated: int = 0
     turns_ok: int = 0
+    sent: list[float] = field(default_factory=list)
+    """Per chunk, like `delays`: when the model sent it (wall clock)."""
     first_token: list[float] = field(default_factory=list)
     """Per turn: seconds from sending the prompt to receiving the answer's first text."""
     errors: list[str] = field(default_factory=list)
@@ -279,6 +281,7 @@ async def chat(
                     for index, sent in STAMP.findall(event["text"]):
                         seen.append(int(index))
                         result.delays.append(received - float(sent))
+                        result.sent.append(float(sent))
                 elif event["type"] == "model_response_end":
                     result.turns_ok += 1
                     break
@@ -454,6 +457,25 @@ def report(
     print(f"| total | | {total:.1f} | {total / chunks * 1e6:,.0f} |")
     for message in sorted(set(errors))[:5]:
         print(f"error: {message}")
+    if args.timeline and delays:
+        timeline(results, args.timeline)
+
+
+def timeline(results: list[SessionResult], step_s: float) -> None:
+    """Chunk delays by when the model sent them, `step_s` at a time: where a p99 comes from."""
+    start = min(min(result.sent) for result in results if result.sent)
+    buckets: dict[int, list[float]] = {}
+    for result in results:
+        for sent, delay in zip(result.sent, result.delays, strict=True):
+            buckets.setdefault(int((sent - start) / step_s), []).append(delay * 1000)
+    print("\n| sent from s | chunks | p50 ms | p99 ms | max ms |")
+    print("| ---: | ---: | ---: | ---: | ---: |")
+    for index in sorted(buckets):
+        delays = buckets[index]
+        print(
+            f"| {index * step_s:.1f} | {len(delays):,} | {statistics.median(delays):.1f} "
+            f"| {percentile(delays, 0.99):.1f} | {max(delays):.1f} |"
+        )
 
 
 def main() -> None:
@@ -468,6 +490,13 @@ def main() -> None:
         default=0.0,
         help="seconds over which the sessions send their first prompts, evenly spaced "
         "(0: all at the same moment)",
+    )
+    parser.add_argument(
+        "--timeline",
+        type=float,
+        default=0.0,
+        metavar="S",
+        help="also print the chunk delays by when the model sent them, S seconds at a time",
     )
     asyncio.run(run(parser.parse_args()))
 
