@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import threading
+import zlib
 from typing import Any
 
 import pytest
@@ -107,6 +108,43 @@ def test_the_event_reader_keeps_a_split_crlf_and_joins_data_lines() -> None:
     assert reader.feed(b"\ndata: two\r\n\r") == []
     assert reader.feed(b"\nevent: x\ndata:three\n\n") == [b"one\ntwo", b"three"]
     assert reader.feed(b"id: 7\n\n") == []
+
+
+def test_one_line_events_with_and_without_the_space_after_data() -> None:
+    reader = _EventReader()
+    assert reader.feed(b"data: one\n\ndata:two\n\n: ping\n\ndata:  three\n\n") == [
+        b"one",
+        b"two",
+        b" three",
+    ]
+
+
+def test_a_compressed_stream_is_read_through_its_content_encoding(
+    endpoint: LoopbackServer,
+) -> None:
+    """Uncompressed streams are read as they came; one with a content-encoding is decoded."""
+    body = b"".join(
+        [
+            sse(chunk({"role": "assistant", "content": "Zipped "})),
+            sse(chunk({"content": "answer."})),
+            sse(chunk({}, "stop")),
+            b"data: [DONE]\n\n",
+        ]
+    )
+    packer = zlib.compressobj(wbits=31)  # the gzip format
+    packed = packer.compress(body) + packer.flush()
+
+    def reply(exchange: Exchange) -> None:
+        exchange.start_chunks(headers={"Content-Encoding": "gzip"})
+        exchange.chunk(packed[:20])
+        exchange.chunk(packed[20:])
+        exchange.end_chunks()
+
+    endpoint.script(reply)
+    events = run(endpoint)
+    text = "".join(e["text"] for e in events if e["type"] == "model_chunk_append")
+    assert text == "Zipped answer."
+    assert events[-1] == {"type": "model_response_end"}
 
 
 def test_an_error_object_in_the_stream_ends_the_turn_with_its_message(

@@ -13,9 +13,9 @@ The graph runs on an event loop (`astream`): the model's answer is read
 with `flamesight.llm.chat_stream` (the `openai` SDK's request, its stream
 read a network read at a time, so a busy process sends several tokens as one
 `model_chunk_append`), and tools, which are synchronous and CPU-bound, run
-in worker threads. `ChatTurn` is iterated with `async for`
-on the caller's loop (the server) or with `for` on a loop of its own (the
-CLI). The model is on the endpoint of `flamesight.llm` settings; the key is
+in worker threads. A `ChatTurn` runs on the caller's task, handing its
+events to a callback (`deliver`: the server), or is iterated with `for` on a
+loop of its own (the CLI). The model is on the endpoint of `flamesight.llm` settings; the key is
 the API key, or an OAuth access token taken from the `flamesight.llm` auth
 object before every model request (so it is refreshed between turns, and
 fetched again once when the endpoint refuses it).
@@ -37,7 +37,7 @@ import base64
 import functools
 import logging
 import operator
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import Annotated, Any, TypedDict
 
 import anyio.to_thread
@@ -104,32 +104,35 @@ class AgentState(TypedDict, total=False):
 
 
 class ChatTurn:
-    """One turn in progress: iterate it (once) for events; `history` holds the conversation.
+    """One turn in progress: run it (once) for its events; `history` holds the conversation.
 
-    `async for` runs the turn on the caller's event loop; plain `for` runs it
-    on an event loop of its own (for callers without one, such as the CLI).
-    `history` is the previous history plus the question from the start, and
-    grows with every message the turn commits.
+    `deliver` runs the turn on the caller's task and hands each event to a
+    callback as it happens (the server, which publishes them); plain `for`
+    runs it on an event loop of its own (for callers without one, such as the
+    CLI). `history` is the previous history plus the question from the start,
+    and grows with every message the turn commits.
     """
 
     def __init__(
-        self, history: list[BaseMessage], events: Callable[[ChatTurn], AsyncIterator[Event]]
+        self,
+        history: list[BaseMessage],
+        run: Callable[[ChatTurn, Callable[[Event], None]], Awaitable[None]],
     ) -> None:
         self.history = history
-        self._events = events(self)
+        self._run = run
 
-    def __aiter__(self) -> AsyncIterator[Event]:
-        return self._events
+    async def deliver(self, write: Callable[[Event], None]) -> None:
+        """Run the turn on this task, calling `write` with each event as it happens."""
+        await self._run(self, write)
 
     def __iter__(self) -> Iterator[Event]:
         loop = asyncio.new_event_loop()
         events: asyncio.Queue[Event | None] = asyncio.Queue()
 
         async def drive() -> None:
-            # One task runs the whole turn (LangGraph keeps context variables across yields).
+            # One task runs the whole turn (LangGraph keeps context variables across awaits).
             try:
-                async for event in self._events:
-                    events.put_nowait(event)
+                await self.deliver(events.put_nowait)
             finally:
                 events.put_nowait(None)
 
@@ -194,10 +197,12 @@ class ChatAgent:
     # the public surface
 
     def run(self, history: Sequence[BaseMessage], prompt: str) -> ChatTurn:
-        """Start a turn: `prompt` after `history`. Iterate the result for its events."""
+        """Start a turn: `prompt` after `history`. Iterate the result, or `deliver` it, for
+        its events."""
         previous = list(history)
         return ChatTurn(
-            [*previous, HumanMessage(prompt)], lambda turn: self._events(previous, prompt, turn)
+            [*previous, HumanMessage(prompt)],
+            lambda turn, write: self._run_turn(previous, prompt, turn, write),
         )
 
     def system_message(self) -> str:
@@ -385,45 +390,36 @@ class ChatAgent:
 
     # running a turn
 
-    async def _events(
-        self, history: list[BaseMessage], prompt: str, turn: ChatTurn
-    ) -> AsyncIterator[Event]:
-        """Run the graph as a task; its nodes put their events on a queue this yields from.
+    async def _run_turn(
+        self,
+        history: list[BaseMessage],
+        prompt: str,
+        turn: ChatTurn,
+        write: Callable[[Event], None],
+    ) -> None:
+        """Run the graph on this task; its nodes hand their events straight to `write`.
 
-        (Cheaper per text piece than LangGraph's custom stream mode.)
+        (Cheaper per text piece than LangGraph's custom stream mode, or a queue.)
         """
-        events: asyncio.Queue[Event | None] = asyncio.Queue()
         state: dict[str, Any] = {"messages": history, "prompt": prompt}
         config = {
             "recursion_limit": 2 * self.max_iterations + 10,
-            "configurable": {_AGENT: self, _WRITE: events.put_nowait},
+            "configurable": {_AGENT: self, _WRITE: write},
         }
-
-        async def run() -> None:
-            try:
-                async for values in _graph().astream(state, config=config, stream_mode="values"):
-                    if values.get("messages"):
-                        turn.history = list(values["messages"])
-            finally:
-                events.put_nowait(None)
-
-        graph = asyncio.create_task(run())
         failed = False
         try:
-            while (event := await events.get()) is not None:
-                failed = failed or isinstance(event, ErrorEvent)
-                yield event
-            await graph
+            async for values in _graph().astream(state, config=config, stream_mode="values"):
+                if values.get("messages"):
+                    turn.history = list(values["messages"])
+                failed = bool(values.get("failed"))
         except Exception as error:  # setup failed, or the graph itself broke
             log.exception("the chat turn failed")
-            yield ErrorEvent(self._describe(error))
+            write(ErrorEvent(self._describe(error)))
             return
         finally:
-            graph.cancel()
-            await asyncio.gather(graph, return_exceptions=True)
             await self._close_http_client()
         if not failed:
-            yield ModelResponseEnd()
+            write(ModelResponseEnd())
 
     async def _close_http_client(self) -> None:
         """Close the turn's HTTP client (its connections), if it made one."""

@@ -586,12 +586,16 @@ class ChatService:
         last of them at its end, so its last event always comes after them.
         """
         last: dict[str, Any] = {"type": ModelResponseEnd.type}
+
+        def take(event: Event) -> None:
+            nonlocal last
+            if isinstance(event, ErrorEvent | ModelResponseEnd):
+                last = event_document(event)
+            else:
+                self.publisher.put(session, event_document(event))
+
         try:
-            async for event in turn:
-                if isinstance(event, ErrorEvent | ModelResponseEnd):
-                    last = event_document(event)
-                else:
-                    self.publisher.put(session, event_document(event))
+            await turn.deliver(take)
         except BaseException:
             # What the turn queued still goes out before the error that ends it.
             with contextlib.suppress(Exception):
