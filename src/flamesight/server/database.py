@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import orjson
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import event
@@ -37,16 +38,28 @@ the one request that finds it; SQLAlchemy then replaces every older connection).
 IDLE_SINCE = "flamesight idle since"
 
 
+def _json_text(value: Any) -> str:
+    return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
+
+
+JSON_COLUMNS = {"json_serializer": _json_text, "json_deserializer": orjson.loads}
+"""JSON columns (chat events and messages, profile lists) are written and read with orjson:
+a chat's events are stored a row each, and orjson encodes an event about ten times
+faster than the standard library (which SQLAlchemy uses otherwise)."""
+
+
 def create_engine(url: str) -> AsyncEngine:
     """An async engine for `url`; for SQLite, the file's folder is created and foreign keys on."""
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_async_engine(url)
+        engine = create_async_engine(url, **JSON_COLUMNS)
         event.listen(engine.sync_engine, "connect", _configure_sqlite)
         return engine
-    engine = create_async_engine(url, pool_size=20, max_overflow=10, pool_use_lifo=True)
+    engine = create_async_engine(
+        url, pool_size=20, max_overflow=10, pool_use_lifo=True, **JSON_COLUMNS
+    )
     dialect = engine.sync_engine.dialect
 
     def note_checkin(_connection: Any, record: ConnectionPoolEntry) -> None:
