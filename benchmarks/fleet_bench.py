@@ -51,6 +51,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -74,6 +75,8 @@ API_KEY = "sk-fleet-bench-0d4e"
 STAMP = re.compile(r"<(\d+):(\d+\.\d+)>")
 OPEN_SESSIONS: list[str] = []
 """The sessions whose socket is open and acknowledged (the run starts when all are)."""
+ANSWERED_SESSIONS: list[str] = []
+"""The sessions that have had all their answers (the run ends when all have)."""
 
 
 # --- the scripted model (its own process) ------------------------------------------------
@@ -247,10 +250,19 @@ class SessionResult:
 
 
 async def chat(
-    url: str, trace_id: str, turns: int, tokens: int, start_after: float, opened: asyncio.Event
+    url: str,
+    trace_id: str,
+    turns: int,
+    tokens: int,
+    start_after: float,
+    opened: asyncio.Event,
+    answered: asyncio.Event,
 ) -> SessionResult:
     """One session: open it, wait until every session is open and `start_after` seconds
-    more, then `turns` prompts one after the other, every event checked and timed."""
+    more, then `turns` prompts one after the other, every event checked and timed. The
+    socket stays open until every session has its answers, as a user's page does while
+    they read (200 sockets closing together would load the web processes while the last
+    answers still stream)."""
     result = SessionResult()
     ws = url.replace("http://", "ws://") + "/ws/chat"
     async with connect(ws, max_size=None, open_timeout=120, ping_timeout=None) as socket_:
@@ -292,6 +304,8 @@ async def chat(
             result.chunks_lost += len(set(range(tokens)) - set(seen))
             if seen != sorted(seen):
                 result.errors.append("chunks out of order")
+        ANSWERED_SESSIONS.append(url)
+        await answered.wait()
     return result
 
 
@@ -308,6 +322,15 @@ def percentile(values: list[float], q: float) -> float:
 
 
 # --- the run -----------------------------------------------------------------------------
+
+
+async def until(condition: Callable[[], bool], sessions: list[asyncio.Task[Any]]) -> None:
+    """Wait for `condition`; a session that fails meanwhile raises its error."""
+    while not condition():
+        failed = [task for task in sessions if task.done()]
+        if failed:
+            await failed[0]  # say why
+        await asyncio.sleep(0.05)
 
 
 def claim_redis_db() -> str:
@@ -356,7 +379,7 @@ async def run(args: argparse.Namespace) -> None:
             response.raise_for_status()
             trace_id = response.json()["id"]
         others = {"model": model.pid or 0, "clients": os.getpid()}
-        opened = asyncio.Event()
+        opened, answered = asyncio.Event(), asyncio.Event()
         sessions = [
             asyncio.create_task(
                 chat(
@@ -366,22 +389,21 @@ async def run(args: argparse.Namespace) -> None:
                     args.tokens,
                     args.ramp * n / args.sessions,
                     opened,
+                    answered,
                 )
             )
             for n in range(args.sessions)
         ]
-        while len(OPEN_SESSIONS) < args.sessions:
-            done = [task for task in sessions if task.done()]
-            if done:
-                await done[0]  # a session failed to open: say why
-            await asyncio.sleep(0.05)
+        await until(lambda: len(OPEN_SESSIONS) == args.sessions, sessions)
         cpu_before = processes.cpu_seconds(others, database)
         started = time.monotonic()
         opened.set()
-        results = await asyncio.gather(*sessions)
+        await until(lambda: len(ANSWERED_SESSIONS) == args.sessions, sessions)
         elapsed = time.monotonic() - started
         cpu = processes.cpu_seconds(others, database)
         cpu = {name: used - cpu_before[name] for name, used in cpu.items()}
+        answered.set()
+        results = await asyncio.gather(*sessions)
         report(args, results, elapsed, processes, cpu)
     except BaseException:
         for name, _popen, log in processes.started:
