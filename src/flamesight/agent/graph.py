@@ -15,13 +15,13 @@ read a network read at a time, so a busy process sends several tokens as one
 `model_chunk_append`), and tools, which are synchronous and CPU-bound, run
 in worker threads. A `ChatTurn` runs on the caller's task, handing its
 events to a callback (`deliver`: the server), or is iterated with `for` on a
-loop of its own (the CLI). The model is on the endpoint of `flamesight.llm` settings; the key is
-the API key, or an OAuth access token taken from the `flamesight.llm` auth
-object before every model request (so it is refreshed between turns, and
-fetched again once when the endpoint refuses it).
+loop of its own (the CLI). The model is on the endpoint of `flamesight.llm`
+settings; the key is the API key, or an OAuth access token taken from the
+`flamesight.llm` auth object before every model request (so it is refreshed
+between turns, and fetched again once when the endpoint refuses it).
 
 The conversation history is an input and an output: `ChatAgent.run` takes
-the messages so far and a question, yields events while the turn runs, and
+the messages so far and a question, gives events while the turn runs, and
 leaves the new history in `ChatTurn.history`: the question, each model
 message with tool calls, each tool result and the answer. When the endpoint
 fails the turn ends with an `ErrorEvent`, and the history keeps the question
