@@ -140,9 +140,7 @@ async def _stream(
                     yield text
             return
         events = _EventReader()
-        # A stream is rarely compressed: then the bytes as they came are its content.
-        encoded = response.headers.get("content-encoding", "identity") != "identity"
-        chunks = response.aiter_bytes() if encoded else response.aiter_raw()
+        chunks = response.aiter_bytes()
         async for data in chunks:
             pieces = []
             failure: Exception | None = None
@@ -215,10 +213,6 @@ class _EventReader:
         self._pending = text[end + 2 :]
         found = []
         for block in text[:end].split(b"\n\n"):
-            if b"\n" not in block:  # one line, as nearly every event is
-                if block.startswith(b"data:"):
-                    found.append(block[6:] if block[5:6] == b" " else block[5:])
-                continue
             lines = [line[5:] for line in block.split(b"\n") if line.startswith(b"data:")]
             if lines:
                 found.append(b"\n".join(line[1:] if line[:1] == b" " else line for line in lines))
