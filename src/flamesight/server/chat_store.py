@@ -287,16 +287,16 @@ class EventWriter:
     It keeps a connection of its own between batches (nothing for a checkout);
     on PostgreSQL a batch is one round trip (its rows in one statement, an
     implicit transaction: all stored or none) and commits without waiting for
-    the disk (``synchronous_commit`` off, for this
-    connection only): every event reaches its clients only once its batch is
-    stored, and waiting for each commit's flush made every stream stall with
-    the disk (hundreds of milliseconds at times). What this risks is the
-    last fraction of a second of events if PostgreSQL itself crashes; those
-    events are in the Redis stream too, and the chat history (the messages a
-    turn commits) is written with ordinary commits. The connection is never
-    handed back to the pool. A connection found dead (the database restarted)
-    is dropped and the batch written once more on a new one; any other
-    failure is the caller's. Batches are written one at a time.
+    the disk (``synchronous_commit`` off, for this connection only): every
+    event reaches its clients only once its batch is stored, and waiting for
+    each commit's flush made every stream stall with the disk (hundreds of
+    milliseconds at times). What this risks is the last fraction of a second
+    of events if PostgreSQL itself crashes; those events are in the Redis
+    stream too, and the chat history (the messages a turn commits) is written
+    with ordinary commits. The connection is never handed back to the pool. A
+    connection found dead (the database restarted) is dropped and the batch
+    written once more on a new one; any other failure is the caller's.
+    Batches are written one at a time.
     """
 
     def __init__(self, engine: AsyncEngine) -> None:
