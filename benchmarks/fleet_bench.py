@@ -290,10 +290,11 @@ async def chat(
                 if event["type"] == "model_chunk_append":
                     if not seen:
                         result.first_token.append(received - asked)
-                    for index, sent in STAMP.findall(event["text"]):
+                    for index, stamp in STAMP.findall(event["text"]):
+                        sent = float(stamp)
                         seen.append(int(index))
-                        result.delays.append(received - float(sent))
-                        result.sent.append(float(sent))
+                        result.delays.append(received - sent)
+                        result.sent.append(sent)
                 elif event["type"] == "model_response_end":
                     result.turns_ok += 1
                     break
@@ -495,7 +496,7 @@ def timeline(results: list[SessionResult], step_s: float) -> None:
     for index in sorted(buckets):
         delays = buckets[index]
         print(
-            f"| {index * step_s:.1f} | {len(delays):,} | {statistics.median(delays):.1f} "
+            f"| {index * step_s:g} | {len(delays):,} | {statistics.median(delays):.1f} "
             f"| {percentile(delays, 0.99):.1f} | {max(delays):.1f} |"
         )
 
