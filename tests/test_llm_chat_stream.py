@@ -122,7 +122,7 @@ def test_one_line_events_with_and_without_the_space_after_data() -> None:
 def test_a_compressed_stream_is_read_through_its_content_encoding(
     endpoint: LoopbackServer,
 ) -> None:
-    """Uncompressed streams are read as they came; one with a content-encoding is decoded."""
+    """A stream with a content-encoding (gzip) is decoded before its events are read."""
     body = b"".join(
         [
             sse(chunk({"role": "assistant", "content": "Zipped "})),
