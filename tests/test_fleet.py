@@ -31,6 +31,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, cast
 
 import anyio
@@ -45,18 +46,22 @@ from websockets.asyncio.client import connect
 
 from flamesight.llm import LLMError, Secret
 from flamesight.server import Settings, database
-from flamesight.server.database import create_engine, session_factory
+from flamesight.server.chat_store import ChatRepository
+from flamesight.server.database import create_engine, migrate, session_factory
 from flamesight.server.fleet import (
     HEARTBEAT_TTL_S,
+    LIVE_KEY,
     QUEUE_NAME,
     ArqJobQueue,
     Lease,
+    RedisEventBus,
     RedisLeases,
     connect_redis,
     holders_key,
     worker_key,
 )
 from flamesight.server.model_endpoints import UNSEALABLE, ClientEndpoint, EndpointSealer
+from flamesight.server.repository import Repository, ensure_user, new_id
 from flamesight.server.url_policy import UrlPolicy
 from tests.live_server import LiveServer, free_port, secrets_left
 from tests.llm_servers import (
@@ -774,6 +779,69 @@ async def test_a_job_goes_to_a_holder_with_room_and_takes_a_place_of_it(redis_ur
         assert await jobs.choose_queue("owner/other.json") == QUEUE_NAME
     finally:
         await redis.aclose()
+
+
+async def test_live_events_reach_their_subscribers_once_in_order_and_gaps_are_filled(
+    redis_url: str, database_url: str
+) -> None:
+    """Two buses on one Redis and database, as two processes: what one publishes reaches
+    the other's subscribers through the live stream, only their session's events, from
+    after the newest in the session's stream. A batch stored but never added to the
+    streams (its append failed) leaves a gap that the next event reveals; the subscriber
+    fills it from the database and hands every event on once, in seq order."""
+    engine = create_engine(database_url)
+    await migrate(engine)
+    sessions = session_factory(engine)
+    owner = await ensure_user(sessions, "ada")
+    trace = await Repository(sessions, owner).add_trace(
+        trace_id=new_id(),
+        name="slow.json",
+        format="speedscope",
+        size=10,
+        blob_key=f"{owner}/slow.json",
+        active_profile=0,
+        profiles=[],
+    )
+    chats = ChatRepository(sessions, owner)
+    mine, other = await chats.create_session(trace.id), await chats.create_session(trace.id)
+    state = cast(Any, SimpleNamespace(engine=engine, sessions=sessions))
+    publisher = RedisEventBus(state, connect_redis(redis_url))
+    follower = RedisEventBus(state, connect_redis(redis_url))
+
+    def text(*words: str) -> list[dict[str, Any]]:
+        return [{"type": "model_chunk_append", "text": word} for word in words]
+
+    async def received(queue: asyncio.Queue[dict[str, Any]], count: int) -> list[Any]:
+        events = [await asyncio.wait_for(queue.get(), 10) for _ in range(count)]
+        await asyncio.sleep(0.2)  # nothing more comes
+        assert queue.empty()
+        return [(event["seq"], event["text"]) for event in events]
+
+    try:
+        await publisher.publish_many(mine, text("before", "subscribing"))
+        async with follower.subscribe(mine.id) as queue:
+            await publisher.publish_batch([(mine, text("one", "two")), (other, text("other"))])
+            assert await received(queue, 2) == [(3, "one"), (4, "two")]
+
+            append = publisher._append
+
+            async def append_failing(*args: Any, **kwargs: Any) -> Any:
+                raise redis.exceptions.ConnectionError("Redis went away")
+
+            publisher._append = append_failing  # type: ignore[method-assign]
+            with pytest.raises(redis.exceptions.ConnectionError):
+                await publisher.publish_many(mine, text("stored", "only"))
+            publisher._append = append  # type: ignore[method-assign]
+            assert await received(queue, 0) == []
+            await publisher.publish_batch([(other, text("other")), (mine, text("three"))])
+            assert await received(queue, 3) == [(5, "stored"), (6, "only"), (7, "three")]
+        assert follower.reader.followers == {}
+        assert await publisher.redis.xlen(LIVE_KEY) == 3
+    finally:
+        for bus in (publisher, follower):
+            await bus.close()
+            await bus.redis.aclose()
+        await engine.dispose()
 
 
 async def test_heartbeats_and_checks_asked_together_get_their_own_answers(

@@ -14,10 +14,16 @@ embedded parts of `ChatService`:
   script call for all its sessions, stored in ``chat_events`` in one
   transaction, then added to the streams by one script call: the database
   is the record (history, `resume` past the stream's trimmed start or after
-  Redis lost it), the stream is the live channel every web process reads.
-  A subscriber follows the stream with ``XREAD BLOCK`` from the entry that
-  was last when it subscribed; when Redis goes away it retries, and once
-  back it first catches up from the database, so nothing written is lost.
+  Redis lost it), the session's stream is what `resume` reads first. The
+  same script adds the whole batch as one entry to the live stream
+  (``flamesight:chat:live``, every session's events), which each web
+  process follows with one ``XREAD BLOCK`` of one key for all its
+  subscribers (`LiveReader`): reading a stream per subscriber cost the web
+  processes and Redis more than everything else they did with the events.
+  A subscriber starts after the newest event of its session's stream and
+  hands on events in `seq` order; when one is missing (the live stream was
+  trimmed past it, Redis went away and came back) it catches up from the
+  database first, so nothing written is lost.
 - `ArqJobQueue`: the web process enqueues jobs (arq, ``max_tries=1``:
   ``chat_turn`` and ``analysis``) and watches them; `fleet_jobs` is the
   worker's side.
@@ -91,7 +97,7 @@ from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from flamesight.agent.events import ErrorEvent
 from flamesight.llm import Failure, LLMError
@@ -127,6 +133,11 @@ STREAM_MAXLEN = 10_000
 """About how many events a session's stream keeps (``MAXLEN ~``)."""
 STREAM_MAX_AGE_S = 24 * 3600
 """Events older than this are trimmed from the stream (``MINID ~``); the database keeps them."""
+LIVE_KEY = "flamesight:chat:live"
+"""The stream of every published batch of events, whole, that web processes follow."""
+LIVE_MAXLEN = 10_000
+"""About how many batches the live stream keeps (a reader that fell further behind
+catches up from the database)."""
 ANALYSIS_STREAM_TTL_S = 600
 """How long an analysis's stream of pieces is kept after its last piece."""
 QUEUE_WAIT_S = 60.0
@@ -145,10 +156,10 @@ TURN_TIMEOUT_S = 1800
 """arq's time limit of a job (the model client's own timeouts end slow requests sooner)."""
 BLOCK_MS = 5000
 READ_EVERY_S = 0.005
-"""The shortest time from a read that brought events of several sessions to the next
-read: under load, events wait up to this long to share a read (each command costs a
-write and a wake-up of Redis, which on a loaded machine cost more than reading the
-events). After a read of one session's events the next follows at once."""
+"""The shortest time from a read of the live stream that brought events of several
+sessions to the next read: under load, batches wait up to this long to share a read
+(each command costs a write and a wake-up of Redis). After a read of one session's
+events the next follows at once."""
 CHAT_ENDPOINT_TTL_S = 3600
 """How long a chat's sealed endpoint is kept without a prompt."""
 ANALYSIS_ENDPOINT_TTL_S = int(QUEUE_WAIT_S) + 60
@@ -207,16 +218,18 @@ return last
 """
 
 _APPEND = """
-local at = 4
-for _, key in ipairs(KEYS) do
+local at = 6
+for i = 2, #KEYS do
   for _ = 1, tonumber(ARGV[at]) do
-    redis.call('XADD', key, 'MAXLEN', '~', ARGV[1], '*', 'seq', ARGV[at + 1], 'event', ARGV[at + 2])
+    redis.call('XADD', KEYS[i], 'MAXLEN', '~', ARGV[1], '*', 'seq', ARGV[at + 1], 'event', ARGV[at + 2])
     at = at + 2
   end
   at = at + 1
-  redis.call('XTRIM', key, 'MINID', '~', ARGV[2])
-  redis.call('EXPIRE', key, ARGV[3])
+  redis.call('XTRIM', KEYS[i], 'MINID', '~', ARGV[2])
+  redis.call('EXPIRE', KEYS[i], ARGV[3])
 end
+redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[4], '*', 'batch', ARGV[5])
+redis.call('EXPIRE', KEYS[1], ARGV[3])
 return 1
 """
 
@@ -307,7 +320,8 @@ def connect_redis(url: str) -> ArqRedis:
 
 
 class RedisEventBus:
-    """Events numbered in Redis, stored in the database, delivered through a stream per session."""
+    """Events numbered in Redis, stored in the database, kept in a stream per session and
+    delivered through the live stream."""
 
     def __init__(self, state: ServerState, redis: ArqRedis) -> None:
         self.state = state
@@ -315,7 +329,7 @@ class RedisEventBus:
         self._next_seq = redis.register_script(_NEXT_SEQ)
         self._next_seqs = redis.register_script(_NEXT_SEQS)
         self._append = redis.register_script(_APPEND)
-        self.reader = StreamReader(redis, self._stored_after)
+        self.reader = LiveReader(redis)
         self.writer = EventWriter(state.engine)
 
     async def publish(self, session: SessionRecord, event: dict[str, Any]) -> dict[str, Any]:
@@ -333,7 +347,7 @@ class RedisEventBus:
     ) -> list[list[dict[str, Any]]]:
         """Events of several sessions: each session's numbered with one range of seqs (one
         script call for all), all stored in one transaction, then added to their streams
-        in order (one script call)."""
+        in order and, as one entry, to the live stream (one script call)."""
         batch = [(session, events) for session, events in batch if events]
         if not batch:
             return []
@@ -354,28 +368,26 @@ class RedisEventBus:
         )
         min_id = max(0, int(time.time() * 1000) - STREAM_MAX_AGE_S * 1000)
         entries: list[Any] = []
-        for (_session, events), with_seqs in zip(batch, numbered, strict=True):
+        live: list[Any] = []
+        for (session, events), with_seqs in zip(batch, numbered, strict=True):
+            live.append([session.id, with_seqs])
             entries.append(len(events))
             for event, with_seq in zip(events, with_seqs, strict=True):
                 entries += [with_seq["seq"], orjson.dumps(event)]
         await self._append(
-            keys=[stream_key(session.id) for session, _ in batch],
-            args=[STREAM_MAXLEN, min_id, ttl, *entries],
+            keys=[LIVE_KEY, *(stream_key(session.id) for session, _ in batch)],
+            args=[STREAM_MAXLEN, min_id, ttl, LIVE_MAXLEN, orjson.dumps(live), *entries],
         )
         return numbered
 
     @contextlib.asynccontextmanager
     async def subscribe(self, session_id: str) -> AsyncIterator[EventQueue]:
-        """A queue of the session's events added to its stream from now on."""
+        """A queue of the session's events after the newest in its stream, in `seq` order."""
         queue: EventQueue = asyncio.Queue()
+        follower = _Follower(session_id, queue, self._stored_after)
         try:
-            newest = await self.redis.xrevrange(stream_key(session_id), count=1)
-            start = newest[0][0] if newest else b"0-0"
-        except RedisError:
-            start = b"0-0"
-        follower = _Follower(session_id, start, queue)
-        await self.reader.add(follower)
-        try:
+            await self.reader.add(follower)
+            follower.start(await self._newest_seq(session_id))
             yield queue
         finally:
             self.reader.remove(follower)
@@ -383,6 +395,21 @@ class RedisEventBus:
     async def close(self) -> None:
         """Give back the event writer's database connection (at shutdown)."""
         await self.writer.close()
+
+    async def _newest_seq(self, session_id: str) -> int:
+        """The seq of the newest event in the session's stream; the newest stored when the
+        stream has none (or Redis is away)."""
+        try:
+            newest = await self.redis.xrevrange(stream_key(session_id), count=1)
+        except RedisError:
+            newest = []
+        if newest:
+            return int(_entry_event(newest[0][1])["seq"])
+        async with self.state.sessions() as session:
+            found = await session.scalar(
+                select(func.max(ChatEvent.seq)).where(ChatEvent.session_id == session_id)
+            )
+        return int(found or 0)
 
     async def _stored_after(self, session_id: str, after_seq: int) -> list[dict[str, Any]]:
         """A session's stored events after `after_seq` (its subscriber was checked to own it)."""
@@ -408,125 +435,162 @@ class RedisEventBus:
 
 
 class _Follower:
-    """A subscriber: its session, how far it has read, and where its events go."""
+    """A subscriber: its session, the last `seq` handed on, and where its events go.
 
-    def __init__(self, session_id: str, last_id: bytes | str, queue: EventQueue) -> None:
+    Events come a batch at a time (a session's part of a published batch:
+    consecutive seqs) and are handed on in `seq` order, each once. Until
+    `start` says where the subscriber begins, and while it catches up from
+    the database (a batch came with events before it missing), batches are
+    held back and handed on afterwards.
+    """
+
+    def __init__(
+        self,
+        session_id: str,
+        queue: EventQueue,
+        stored_after: Callable[[str, int], Awaitable[list[dict[str, Any]]]],
+    ) -> None:
         self.session_id = session_id
-        self.key = stream_key(session_id)
-        self.last_id = _stream_id(last_id)
-        self.last_seq = 0
         self.queue = queue
+        self.stored_after = stored_after
+        self.last_seq = 0
+        self.held: list[dict[str, Any]] | None = []
+        """The events held back (while starting or catching up); None when handing on."""
+        self.started = False
+        self.behind = False
+        """Events may be missing: catch up from the database (again)."""
+        self.catching_up: asyncio.Task[None] | None = None
 
-    def take(self, entry_id: bytes | str, fields: dict[Any, Any]) -> None:
-        """Hand on a stream entry the follower has not had."""
-        position = _stream_id(entry_id)
-        if position <= self.last_id:
+    def start(self, last_seq: int) -> None:
+        """Hand on the events after `last_seq`, first those held back until now."""
+        self.last_seq = last_seq
+        self.started = True
+        if self.behind:
+            self._catch_up()
             return
-        self.last_id = position
-        event = _entry_event(fields)
-        self.last_seq = max(self.last_seq, event["seq"])
-        self.queue.put_nowait(event)
+        held, self.held = self.held or [], None
+        self.take(held)
 
-    def catch_up(self, stored: list[dict[str, Any]]) -> None:
-        """Hand on stored events past the last one handed on."""
-        for event in stored:
+    def take(self, events: list[dict[str, Any]]) -> None:
+        """Hand on the events past the last one handed on; when some before them are
+        missing, catch up from the database first."""
+        if self.held is not None:
+            self.held.extend(events)
+            return
+        new = [event for event in events if event["seq"] > self.last_seq]
+        if new and new[0]["seq"] > self.last_seq + 1:
+            self.held = new
+            self._catch_up()
+            return
+        self._put(new)
+
+    def fall_behind(self) -> None:
+        """Events may have been missed (Redis was away): catch up from the database."""
+        self.behind = True
+        if self.held is None:
+            self.held = []
+            self._catch_up()
+
+    def close(self) -> None:
+        """Stop catching up (the subscriber is gone)."""
+        if self.catching_up is not None:
+            self.catching_up.cancel()
+
+    def _catch_up(self) -> None:
+        self.behind = True
+        if self.started and (self.catching_up is None or self.catching_up.done()):
+            self.catching_up = asyncio.create_task(self._read_stored())
+
+    async def _read_stored(self) -> None:
+        while self.behind:
+            self.behind = False
+            try:
+                stored = await self.stored_after(self.session_id, self.last_seq)
+            except Exception as error:  # the database is away too: go on with what came
+                log.warning("could not read the stored events of a chat session: %s", error)
+                stored = []
+            self._put(stored)
+        held, self.held = self.held or [], None
+        self._put(held)
+
+    def _put(self, events: list[dict[str, Any]]) -> None:
+        for event in events:
             if event["seq"] > self.last_seq:
                 self.last_seq = event["seq"]
                 self.queue.put_nowait(event)
 
 
-class StreamReader:
-    """Follows the streams of all of a process's subscribers with one ``XREAD BLOCK``.
+class LiveReader:
+    """Follows the live stream for all of a process's subscribers with one ``XREAD BLOCK``.
 
-    One command brings the new events of every session (a call per batch of
-    events, not one per event per subscriber). The read also follows a stream
-    of the process's own (``flamesight:web:{name}:wake``), to which a new
-    subscriber adds an entry so that a read blocked without it returns and
-    starts again with it. When Redis goes away the read is retried; once back,
-    every subscriber first catches up from the database (`stored_after`).
-    Nothing reads while no one subscribes.
+    One command of one key brings every batch published since the last read;
+    each batch's events go to the subscribers of their sessions (those of
+    other sessions are skipped). When Redis goes away the read is retried
+    from the same entry; once back, every subscriber catches up from the
+    database (what was published meanwhile may be gone with Redis). Nothing
+    reads while no one subscribes.
     """
 
-    def __init__(
-        self,
-        redis: ArqRedis,
-        stored_after: Callable[[str, int], Awaitable[list[dict[str, Any]]]],
-    ) -> None:
+    def __init__(self, redis: ArqRedis) -> None:
         self.redis = redis
-        self.stored_after = stored_after
-        self.wake_key = f"flamesight:web:{WORKER_NAME}:wake"
         self.followers: dict[str, list[_Follower]] = {}
         self._task: asyncio.Task[None] | None = None
+        self._reading = asyncio.Event()
 
     async def add(self, follower: _Follower) -> None:
-        """Start handing on the follower's events (from its `last_id` on)."""
-        self.followers.setdefault(follower.key, []).append(follower)
+        """Start handing on to the follower: every batch added to the live stream after
+        this returns reaches it."""
+        self.followers.setdefault(follower.session_id, []).append(follower)
         if self._task is None:
-            self._task = asyncio.create_task(self._run())
-            return
-        try:
-            async with self.redis.pipeline(transaction=False) as pipe:
-                pipe.xadd(self.wake_key, {"w": "1"}, maxlen=10, approximate=True)
-                pipe.expire(self.wake_key, 3600)
-                await pipe.execute()
-        except RedisError:
-            pass  # the read is failing too; it includes the follower when it starts again
+            self._reading = asyncio.Event()
+            self._task = asyncio.create_task(self._run(self._reading))
+        await self._reading.wait()
 
     def remove(self, follower: _Follower) -> None:
-        """Stop handing on the follower's events."""
-        followers = self.followers.get(follower.key, [])
+        """Stop handing on to the follower."""
+        follower.close()
+        followers = self.followers.get(follower.session_id, [])
         if follower in followers:
             followers.remove(follower)
         if not followers:
-            self.followers.pop(follower.key, None)
+            self.followers.pop(follower.session_id, None)
         if not self.followers and self._task is not None:
             self._task.cancel()
             self._task = None
 
-    async def _run(self) -> None:
-        wake_id: bytes | str = "0-0"  # an id, not "$": a wake-up between two reads counts
+    async def _run(self, reading: asyncio.Event) -> None:
+        position: bytes | str | None = None  # the last entry read
         broken = False
         loop = asyncio.get_running_loop()
         while True:
             started = loop.time()
             try:
-                if broken:
-                    # Redis was away: what it lost is in the database.
+                if position is None:
+                    newest = await self.redis.xrevrange(LIVE_KEY, count=1)
+                    position = newest[0][0] if newest else "0-0"
+                reading.set()
+                reply = await self.redis.xread({LIVE_KEY: position}, count=100, block=BLOCK_MS)
+                if broken:  # Redis is back: what it had of the gap may be lost
                     for followers in list(self.followers.values()):
-                        for follower in list(followers):
-                            stored = await self.stored_after(follower.session_id, follower.last_seq)
-                            follower.catch_up(stored)
+                        for follower in followers:
+                            follower.fall_behind()
                     broken = False
-                streams: dict[str, Any] = {self.wake_key: wake_id}
-                for key, followers in self.followers.items():
-                    streams[key] = _stream_text(min(f.last_id for f in followers))
-                reply = await self.redis.xread(streams, count=500, block=BLOCK_MS) or []
-                for stream, entries in reply:
-                    key = stream.decode() if isinstance(stream, bytes) else stream
-                    if key == self.wake_key:
-                        wake_id = entries[-1][0]
-                        continue
-                    for follower in list(self.followers.get(key, ())):
-                        for entry_id, fields in entries:
-                            follower.take(entry_id, fields)
-                if len(reply) > 1:  # several sessions at once: let the next read gather more
+                sessions = 0
+                for _key, entries in reply or []:
+                    for entry_id, fields in entries:
+                        position = entry_id
+                        for session_id, events in orjson.loads(fields[b"batch"]):
+                            sessions += 1
+                            for follower in self.followers.get(session_id, ()):
+                                follower.take(events)
+                if sessions > 1:  # several sessions at once: let the next read gather more
                     await asyncio.sleep(started + READ_EVERY_S - loop.time())
             except (RedisError, OSError) as error:
                 if not broken:
                     log.warning("reading chat events from Redis failed, retrying: %s", error)
                 broken = True
+                reading.set()  # subscribers start; they catch up once Redis is back
                 await asyncio.sleep(0.5)
-
-
-def _stream_id(entry_id: bytes | str) -> tuple[int, int]:
-    """A stream entry id ("milliseconds-sequence") as numbers, to compare."""
-    text = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
-    milliseconds, _, sequence = text.partition("-")
-    return int(milliseconds), int(sequence or 0)
-
-
-def _stream_text(position: tuple[int, int]) -> str:
-    return f"{position[0]}-{position[1]}"
 
 
 def _entry_event(fields: dict[Any, Any]) -> dict[str, Any]:
