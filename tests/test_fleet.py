@@ -781,14 +781,30 @@ async def test_a_job_goes_to_a_holder_with_room_and_takes_a_place_of_it(redis_ur
         await redis.aclose()
 
 
+class Gate:
+    """Wraps an async function so that calls wait while the gate is shut."""
+
+    def __init__(self, function: Any) -> None:
+        self.function = function
+        self.open = asyncio.Event()
+        self.open.set()
+        self.waiting = asyncio.Event()
+
+    async def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if not self.open.is_set():
+            self.waiting.set()
+            await self.open.wait()
+        return await self.function(*args, **kwargs)
+
+
 async def test_live_events_reach_their_subscribers_once_in_order_and_gaps_are_filled(
     redis_url: str, database_url: str
 ) -> None:
     """Two buses on one Redis and database, as two processes: what one publishes reaches
     the other's subscribers through the live stream, only their session's events, from
-    after the newest in the session's stream. A batch stored but never added to the
-    streams (its append failed) leaves a gap that the next event reveals; the subscriber
-    fills it from the database and hands every event on once, in seq order."""
+    after the newest stored. Events published but not yet stored when a client
+    subscribes, and events trimmed from the live stream before a slow reader read them,
+    are read from the session's stream: every event is handed on once, in seq order."""
     engine = create_engine(database_url)
     await migrate(engine)
     sessions = session_factory(engine)
@@ -819,24 +835,41 @@ async def test_live_events_reach_their_subscribers_once_in_order_and_gaps_are_fi
 
     try:
         await publisher.publish_many(mine, text("before", "subscribing"))
+        # Published, not yet stored (the writer is held up): the subscriber reads them from
+        # the session's stream.
+        writes = Gate(publisher.writer._write)
+        publisher.writer._write = writes  # type: ignore[method-assign]
+        writes.open.clear()
+        _numbered, kept = await publisher.publish_batch([(mine, text("not", "stored"))])
+        await asyncio.wait_for(writes.waiting.wait(), 10)
+        assert await chats.last_seq(mine.id) == 2
         async with follower.subscribe(mine.id) as queue:
+            assert await received(queue, 2) == [(3, "not"), (4, "stored")]
+            writes.open.set()
+            await kept
+            assert await chats.last_seq(mine.id) == 4
+
             await publisher.publish_batch([(mine, text("one", "two")), (other, text("other"))])
-            assert await received(queue, 2) == [(3, "one"), (4, "two")]
+            assert await received(queue, 2) == [(5, "one"), (6, "two")]
 
-            append = publisher._append
-
-            async def append_failing(*args: Any, **kwargs: Any) -> Any:
-                raise redis.exceptions.ConnectionError("Redis went away")
-
-            publisher._append = append_failing  # type: ignore[method-assign]
-            with pytest.raises(redis.exceptions.ConnectionError):
-                await publisher.publish_many(mine, text("stored", "only"))
-            publisher._append = append  # type: ignore[method-assign]
-            assert await received(queue, 0) == []
+            # A reader that falls behind while the live stream is trimmed past its place.
+            reads = Gate(follower.redis.xread)
+            follower.redis.xread = reads  # type: ignore[method-assign]
+            reads.open.clear()
+            await publisher.publish_many(other, text("other"))
+            await asyncio.wait_for(reads.waiting.wait(), 10)
+            await publisher.publish_many(mine, text("trimmed", "away"))
+            await publisher.redis.xtrim(LIVE_KEY, maxlen=0)
             await publisher.publish_batch([(other, text("other")), (mine, text("three"))])
-            assert await received(queue, 3) == [(5, "stored"), (6, "only"), (7, "three")]
+            reads.open.set()
+            assert await received(queue, 3) == [(7, "trimmed"), (8, "away"), (9, "three")]
         assert follower.reader.followers == {}
-        assert await publisher.redis.xlen(LIVE_KEY) == 3
+        replayed = await follower.replay(mine, 6)
+        assert [(event["seq"], event["text"]) for event in replayed] == [
+            (7, "trimmed"),
+            (8, "away"),
+            (9, "three"),
+        ]
     finally:
         for bus in (publisher, follower):
             await bus.close()

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import itertools
 import logging
 from collections import defaultdict
@@ -185,8 +186,10 @@ class EventBus(Protocol):
 
     async def publish_batch(
         self, batch: list[tuple[SessionRecord, list[dict[str, Any]]]]
-    ) -> list[list[dict[str, Any]]]:
-        """`publish_many` for several sessions at once; each session's events with seqs."""
+    ) -> Published:
+        """Number and deliver the events of several sessions at once. Returns once they
+        are delivered: each session's events with seqs, and a future done once they are
+        kept too (at once where keeping them comes first)."""
         ...
 
     def subscribe(self, session_id: str) -> contextlib.AbstractAsyncContextManager[EventQueue]:
@@ -203,6 +206,8 @@ class EventBus(Protocol):
 
 
 EventQueue = asyncio.Queue[dict[str, Any]]
+Published = tuple[list[list[dict[str, Any]]], asyncio.Future[None]]
+"""What `EventBus.publish_batch` gives: the events with seqs, and when they are kept."""
 
 
 class BackgroundTasks:
@@ -271,9 +276,12 @@ class StoredEventBus:
 
     async def publish_batch(
         self, batch: list[tuple[SessionRecord, list[dict[str, Any]]]]
-    ) -> list[list[dict[str, Any]]]:
-        """`publish_many` for each session in turn."""
-        return [await self.publish_many(session, events) for session, events in batch]
+    ) -> Published:
+        """`publish_many` for each session in turn (kept before they are delivered)."""
+        numbered = [await self.publish_many(session, events) for session, events in batch]
+        kept = asyncio.get_running_loop().create_future()
+        kept.set_result(None)
+        return numbered, kept
 
     @contextlib.asynccontextmanager
     async def subscribe(self, session_id: str) -> AsyncIterator[EventQueue]:
@@ -349,17 +357,20 @@ class EventPublisher:
     the previous batch was being published (and, after a batch of several
     sessions' events, at least `BATCH_EVERY_S` after it started) goes out as
     the next batch
-    (`EventBus.publish_batch`: in fleet mode one database transaction and one
-    stream append for all its sessions), each session's runs of text pieces
-    joined into one event (`coalesced`). Without load a batch is an event or
-    two and nothing waits; under load batches grow and the cost per event
-    shrinks.
+    (`EventBus.publish_batch`: in fleet mode one Redis script for all its
+    sessions, stored in the database in the background), each session's runs
+    of text pieces joined into one event (`coalesced`). Without load a batch
+    is an event or two and nothing waits; under load batches grow and the
+    cost per event shrinks. `flush` waits until the session's events are
+    delivered and kept.
     """
 
     def __init__(self, bus: Callable[[], EventBus]) -> None:
         self.bus = bus
         self._queue: asyncio.Queue[tuple[SessionRecord, dict[str, Any]] | _Flush] = asyncio.Queue()
         self._failed: dict[str, Exception] = {}
+        self._kept: asyncio.Future[None] | None = None
+        """When the last published batch is kept."""
         self._task: asyncio.Task[None] | None = None
 
     def put(self, session: SessionRecord, event: dict[str, Any]) -> None:
@@ -399,22 +410,39 @@ class EventPublisher:
                     batch.setdefault(session.id, (session, []))[1].append(event)
             if batch:
                 try:
-                    await self.bus().publish_batch(
+                    _numbered, kept = await self.bus().publish_batch(
                         [(session, coalesced(events)) for session, events in batch.values()]
                     )
                 except Exception as error:  # the turns of these sessions fail with it
                     for session_id in batch:
                         self._failed[session_id] = error
-            for flush in flushes:
-                error = self._failed.pop(flush.session_id, None)
-                if flush.done.done():
-                    continue
-                if error is None:
-                    flush.done.set_result(None)
                 else:
-                    flush.done.set_exception(error)
+                    kept.add_done_callback(functools.partial(self._kept_or_not, list(batch)))
+                    self._kept = kept
+            if flushes:
+                # Batches are kept in order: once this one is, so are those before.
+                if self._kept is None or self._kept.done():
+                    self._answer(flushes)
+                else:
+                    self._kept.add_done_callback(lambda _kept, f=flushes: self._answer(f))
             if len(batch) > 1:  # turns of several sessions at once: let the next batch grow
                 await asyncio.sleep(started + BATCH_EVERY_S - loop.time())
+
+    def _kept_or_not(self, session_ids: list[str], kept: asyncio.Future[None]) -> None:
+        error = None if kept.cancelled() else kept.exception()
+        if error is not None:  # the turns of these sessions fail with it
+            for session_id in session_ids:
+                self._failed[session_id] = error
+
+    def _answer(self, flushes: list[_Flush]) -> None:
+        for flush in flushes:
+            error = self._failed.pop(flush.session_id, None)
+            if flush.done.done():
+                continue
+            if error is None:
+                flush.done.set_result(None)
+            else:
+                flush.done.set_exception(error)
 
 
 class ChatService:

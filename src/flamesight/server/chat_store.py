@@ -140,14 +140,14 @@ class ChatRepository:
             return
         async with self.sessions() as session, session.begin():
             await self._owned_in(session, ChatSession, session_id, "chat session")
-            _add_messages_in(session, session_id, messages)
+            await _add_messages_in(session, session_id, messages)
 
     async def add_question(self, session_id: str, messages: list[dict[str, Any]]) -> TraceRecord:
         """`add_messages` for a turn's question; the session's trace (this user's too), read
         in the same transaction (queueing the turn needs it)."""
         async with self.sessions() as session, session.begin():
             _chat, trace = await self._session_and_trace_in(session, session_id)
-            _add_messages_in(session, session_id, messages)
+            await _add_messages_in(session, session_id, messages)
         return trace
 
     async def messages(self, session_id: str) -> list[dict[str, Any]]:
@@ -282,50 +282,84 @@ async def store_events(
 
 
 class EventWriter:
-    """`store_events` for a process that stores a batch every few milliseconds (fleet mode).
+    """`store_events` for a process that publishes a batch every few milliseconds (fleet
+    mode), in the background: `store_later` queues a batch and returns at once.
 
-    It keeps a connection of its own between batches (nothing for a checkout);
-    on PostgreSQL a batch is one round trip (its rows in one statement, an
-    implicit transaction: all stored or none) and commits without waiting for
-    the disk (``synchronous_commit`` off, for this connection only): every
-    event reaches its clients only once its batch is stored, and waiting for
-    each commit's flush made every stream stall with the disk (hundreds of
-    milliseconds at times). What this risks is the last fraction of a second
-    of events if PostgreSQL itself crashes; those events are in the Redis
-    stream too, and the chat history (the messages a turn commits) is written
-    with ordinary commits. The connection is never handed back to the pool. A
-    connection found dead (the database restarted) is dropped and the batch
-    written once more on a new one; any other failure is the caller's.
-    Batches are written one at a time.
+    Its task writes what was queued meanwhile as one statement (under load,
+    several batches at once) on a connection it keeps (nothing for a
+    checkout). On PostgreSQL that is one round trip (the rows in one
+    pipelined statement, an implicit transaction: all stored or none) that
+    commits without waiting for the disk (``synchronous_commit`` off, for
+    this connection only): waiting for each commit's flush stalled the
+    writes with the disk (hundreds of milliseconds at times). What this
+    risks is the last fraction of a second of events if PostgreSQL itself
+    crashes; those events are in the Redis streams too, and the chat
+    history (the messages a turn commits) is written with ordinary commits.
+    The connection is never handed back to the pool. A connection found
+    dead (the database restarted) is dropped and the rows written once more
+    on a new one; any other failure is that of every batch in the write.
     """
 
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
         self._connection: AsyncConnection | None = None
-        self._lock = asyncio.Lock()
+        self._queue: asyncio.Queue[tuple[list[dict[str, Any]], asyncio.Future[None]]]
+        self._queue = asyncio.Queue()
+        self._task: asyncio.Task[None] | None = None
+
+    def store_later(self, events: list[tuple[str, list[dict[str, Any]]]]) -> asyncio.Future[None]:
+        """Queue the events to be kept, as `store_events` does; done once they are (batches
+        are stored in the order they were queued; with no events, once those before are)."""
+        if self._task is None:
+            self._task = asyncio.create_task(self._run())
+        done = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait((_event_rows(events), done))
+        return done
 
     async def store(self, events: list[tuple[str, list[dict[str, Any]]]]) -> None:
-        """Keep the events, as `store_events` does."""
-        rows = _event_rows(events)
-        if not rows:
-            return
-        async with self._lock:
-            for retry in (False, True):
-                try:
-                    if self._connection is None:
-                        self._connection = await self._connect()
-                    async with self._connection.begin():
-                        await self._connection.execute(insert(ChatEvent.__table__), rows)
-                    return
-                except DBAPIError as error:
-                    await self._drop()
-                    if retry or not error.connection_invalidated:
-                        raise
+        """Keep the events, as `store_events` does (`store_later`, waited for)."""
+        await self.store_later(events)
 
     async def close(self) -> None:
-        """Give the connection back (at shutdown)."""
-        async with self._lock:
-            await self._drop()
+        """Stop writing, give the connection back (at shutdown)."""
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+        while not self._queue.empty():
+            self._queue.get_nowait()[1].cancel()
+        await self._drop()
+
+    async def _run(self) -> None:
+        while True:
+            batches = [await self._queue.get()]
+            while not self._queue.empty():
+                batches.append(self._queue.get_nowait())
+            rows = [row for batch_rows, _ in batches for row in batch_rows]
+            try:
+                if rows:
+                    await self._write(rows)
+            except Exception as error:  # every batch of the write failed with it
+                for _, done in batches:
+                    if not done.done():
+                        done.set_exception(error)
+            else:
+                for _, done in batches:
+                    if not done.done():
+                        done.set_result(None)
+
+    async def _write(self, rows: list[dict[str, Any]]) -> None:
+        for retry in (False, True):
+            try:
+                if self._connection is None:
+                    self._connection = await self._connect()
+                async with self._connection.begin():
+                    await self._connection.execute(insert(ChatEvent.__table__), rows)
+                return
+            except DBAPIError as error:
+                await self._drop()
+                if retry or not error.connection_invalidated:
+                    raise
 
     async def _connect(self) -> AsyncConnection:
         connection = await self.engine.connect()
@@ -354,19 +388,22 @@ def _event_rows(events: list[tuple[str, list[dict[str, Any]]]]) -> list[dict[str
     ]
 
 
-def _add_messages_in(
+async def _add_messages_in(
     session: AsyncSession, session_id: str, messages: list[dict[str, Any]]
 ) -> None:
+    # The table's plain INSERT, in order (ids ascending): the ORM's unit of work cost
+    # more than the rest of the transaction.
     now = datetime.now(UTC)
-    session.add_all(
-        ChatMessage(
-            session_id=session_id,
-            role=str(message.get("type", "unknown"))[:20],
-            data=message,
-            created_at=now,
-        )
+    rows = [
+        {
+            "session_id": session_id,
+            "role": str(message.get("type", "unknown"))[:20],
+            "data": message,
+            "created_at": now,
+        }
         for message in messages
-    )
+    ]
+    await session.execute(insert(ChatMessage.__table__), rows)
 
 
 async def _messages_in(session: AsyncSession, session_id: str) -> list[dict[str, Any]]:

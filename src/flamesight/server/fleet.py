@@ -10,20 +10,24 @@ embedded parts of `ChatService`:
   (``INCRBY`` the size of a batch), seeded from the database when Redis has
   none (a new session, a restarted Redis), so it stays monotonic across
   processes. A batch of events (what all turns of a process produced while
-  the previous batch was published, `chat.EventPublisher`) is numbered by one
-  script call for all its sessions, stored in ``chat_events`` in one
-  transaction, then added to the streams by one script call: the database
-  is the record (history, `resume` past the stream's trimmed start or after
-  Redis lost it), the session's stream is what `resume` reads first. The
-  same script adds the whole batch as one entry to the live stream
-  (``flamesight:chat:live``, every session's events), which each web
-  process follows with one ``XREAD BLOCK`` of one key for all its
-  subscribers (`LiveReader`): reading a stream per subscriber cost the web
-  processes and Redis more than everything else they did with the events.
-  A subscriber starts after the newest event of its session's stream and
-  hands on events in `seq` order; when one is missing (the live stream was
-  trimmed past it, Redis went away and came back) it catches up from the
-  database first, so nothing written is lost.
+  the previous batch was published, `chat.EventPublisher`) is numbered and
+  added to the streams by one script call for all its sessions; the same
+  script adds the whole batch as one entry to the live stream
+  (``flamesight:chat:live``), which each web process follows with one
+  ``XREAD BLOCK`` of one key for all its subscribers (`LiveReader`): reading
+  a stream per subscriber cost the web processes and Redis more than
+  everything else they did with the events. The batch is then stored in
+  ``chat_events`` in the background (`EventWriter`), off the events' way to
+  the clients: on a loaded machine every round trip on that way (a process
+  to wake) cost milliseconds, and numbering, storing, then appending took
+  three. The database is the record (history, `resume` past the stream's
+  trimmed start or after Redis lost it); a turn's end waits until its
+  events are stored, and a failed store fails the turn. A subscriber starts
+  after the newest stored event (what the socket's ``connection_ack``
+  counts as seen) and hands on events in `seq` order; the ones missing
+  before those that came (published but not yet stored when it subscribed,
+  trimmed from the live stream, lost with Redis) it reads from the
+  session's stream, or the database when the stream does not reach back.
 - `ArqJobQueue`: the web process enqueues jobs (arq, ``max_tries=1``:
   ``chat_turn`` and ``analysis``) and watches them; `fleet_jobs` is the
   worker's side.
@@ -102,7 +106,13 @@ from sqlalchemy import func, select
 from flamesight.agent.events import ErrorEvent
 from flamesight.llm import Failure, LLMError
 from flamesight.server.analyze_routes import AnalyzeBody, Piece
-from flamesight.server.chat import EXPIRED_ENDPOINT, BackgroundTasks, ChatTurnJob, EventQueue
+from flamesight.server.chat import (
+    EXPIRED_ENDPOINT,
+    BackgroundTasks,
+    ChatTurnJob,
+    EventQueue,
+    Published,
+)
 from flamesight.server.chat_store import ChatRepository, EventWriter, SessionRecord
 from flamesight.server.errors import ApiError
 from flamesight.server.model_endpoints import (
@@ -137,7 +147,11 @@ LIVE_KEY = "flamesight:chat:live"
 """The stream of every published batch of events, whole, that web processes follow."""
 LIVE_MAXLEN = 10_000
 """About how many batches the live stream keeps (a reader that fell further behind
-catches up from the database)."""
+catches up from the sessions' streams)."""
+LIVE_SESSIONS_PER_ENTRY = 1000
+"""The most sessions one live stream entry (one script call) carries."""
+REPLAY_PAGE = 200
+"""How many of a session's newest events a catch-up reads from its stream at first."""
 ANALYSIS_STREAM_TTL_S = 600
 """How long an analysis's stream of pieces is kept after its last piece."""
 QUEUE_WAIT_S = 60.0
@@ -194,44 +208,45 @@ ANALYSIS_NO_WORKER = (
 )
 ANALYSIS_ENDPOINT_GONE = "the model endpoint of this analysis expired before a worker took it"
 
-_NEXT_SEQ = """
-if redis.call('EXISTS', KEYS[1]) == 0 then
-  if ARGV[1] == '' then return false end
-  redis.call('SET', KEYS[1], ARGV[1])
-end
-local seq = redis.call('INCRBY', KEYS[1], ARGV[3])
-redis.call('EXPIRE', KEYS[1], ARGV[2])
-return seq
-"""
-
-_NEXT_SEQS = """
-local last = {}
-for i, key in ipairs(KEYS) do
-  if redis.call('EXISTS', key) == 0 then
-    last[i] = -1
-  else
-    last[i] = redis.call('INCRBY', key, ARGV[i + 1])
-    redis.call('EXPIRE', key, ARGV[1])
+_PUBLISH = """
+local at = 5
+local missing = {0}
+for i = 2, #KEYS, 2 do
+  if ARGV[at + 1] == '' and redis.call('EXISTS', KEYS[i]) == 0 then
+    missing[#missing + 1] = i / 2
   end
+  at = at + 3 + tonumber(ARGV[at + 2])
 end
-return last
-"""
-
-_APPEND = """
-local at = 6
-for i = 2, #KEYS do
-  for _ = 1, tonumber(ARGV[at]) do
-    redis.call('XADD', KEYS[i], 'MAXLEN', '~', ARGV[1], '*', 'seq', ARGV[at + 1], 'event', ARGV[at + 2])
-    at = at + 2
-  end
-  at = at + 1
-  redis.call('XTRIM', KEYS[i], 'MINID', '~', ARGV[2])
+if #missing > 1 then return missing end
+local firsts, live = {1}, {}
+at = 5
+for i = 2, #KEYS, 2 do
+  local n = tonumber(ARGV[at + 2])
+  if redis.call('EXISTS', KEYS[i]) == 0 then redis.call('SET', KEYS[i], ARGV[at + 1]) end
+  local first = redis.call('INCRBY', KEYS[i], n) - n + 1
   redis.call('EXPIRE', KEYS[i], ARGV[3])
+  local events = {}
+  for k = 1, n do
+    events[k] = ARGV[at + 2 + k]
+    redis.call('XADD', KEYS[i + 1], 'MAXLEN', '~', ARGV[1], '*', 'seq', first + k - 1, 'event', events[k])
+  end
+  redis.call('XTRIM', KEYS[i + 1], 'MINID', '~', ARGV[2])
+  redis.call('EXPIRE', KEYS[i + 1], ARGV[3])
+  live[#live + 1] = ARGV[at]
+  live[#live + 1] = first .. ' [' .. table.concat(events, ',') .. ']'
+  firsts[#firsts + 1] = first
+  at = at + 3 + n
 end
-redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[4], '*', 'batch', ARGV[5])
+redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[4], '*', unpack(live))
 redis.call('EXPIRE', KEYS[1], ARGV[3])
-return 1
+return firsts
 """
+"""Number a batch's events and add them to their sessions' streams and, whole, to the live
+stream. KEYS: the live stream, then each session's counter and stream. ARGV: the streams'
+length, oldest id and time to live, the live stream's length, then for each session its id,
+the seq to count on from when its counter is gone ('' for none), how many events, the
+events. Returns 1 and each session's first seq; or, when a counter is gone and no seq was
+given for it, 0 and the sessions (numbered from 1) that need one, having done nothing."""
 
 _RELEASE = """
 local held = redis.call('GET', KEYS[1])
@@ -326,112 +341,127 @@ class RedisEventBus:
     def __init__(self, state: ServerState, redis: ArqRedis) -> None:
         self.state = state
         self.redis = redis
-        self._next_seq = redis.register_script(_NEXT_SEQ)
-        self._next_seqs = redis.register_script(_NEXT_SEQS)
-        self._append = redis.register_script(_APPEND)
+        self._publish = redis.register_script(_PUBLISH)
         self.reader = LiveReader(redis)
         self.writer = EventWriter(state.engine)
 
     async def publish(self, session: SessionRecord, event: dict[str, Any]) -> dict[str, Any]:
-        """Number `event`, store it, add it to the session's stream."""
+        """Number `event`, add it to the session's stream, store it."""
         return (await self.publish_many(session, [event]))[0]
 
     async def publish_many(
         self, session: SessionRecord, events: list[dict[str, Any]]
     ) -> list[dict[str, Any]]:
-        """Number `events` (one range of seqs), store them, add them to the session's stream."""
-        return (await self.publish_batch([(session, events)]))[0]
+        """Number `events` (one range of seqs), add them to the session's stream, store them
+        (returns once they are stored)."""
+        numbered, kept = await self.publish_batch([(session, events)])
+        await kept
+        return numbered[0] if numbered else []
 
     async def publish_batch(
         self, batch: list[tuple[SessionRecord, list[dict[str, Any]]]]
-    ) -> list[list[dict[str, Any]]]:
-        """Events of several sessions: each session's numbered with one range of seqs (one
-        script call for all), all stored in one transaction, then added to their streams
-        in order and, as one entry, to the live stream (one script call)."""
+    ) -> Published:
+        """Events of several sessions, by one script call: each session's numbered with
+        one range of seqs and added to its stream, all of them as one entry to the live
+        stream; kept in the database in the background (`EventWriter`, in order)."""
         batch = [(session, events) for session, events in batch if events]
+        numbered: list[list[dict[str, Any]]] = []
+        for at in range(0, len(batch), LIVE_SESSIONS_PER_ENTRY):
+            numbered += await self._publish_part(batch[at : at + LIVE_SESSIONS_PER_ENTRY])
+        kept = self.writer.store_later(
+            [(session.id, events) for (session, _), events in zip(batch, numbered, strict=True)]
+        )
+        return numbered, kept
+
+    async def _publish_part(
+        self, batch: list[tuple[SessionRecord, list[dict[str, Any]]]]
+    ) -> list[list[dict[str, Any]]]:
         if not batch:
             return []
         ttl = str(STREAM_MAX_AGE_S)
-        keys = [seq_key(session.id) for session, _ in batch]
-        lasts = await self._next_seqs(keys=keys, args=[ttl, *(len(e) for _, e in batch)])
-        numbered: list[list[dict[str, Any]]] = []
-        for (session, events), key, last in zip(batch, keys, lasts, strict=True):
-            if last < 0:  # no counter in Redis: seed it from the database
-                stored = await ChatRepository(self.state.sessions, session.owner_id).last_seq(
-                    session.id
-                )
-                last = await self._next_seq(keys=[key], args=[str(stored), ttl, len(events)])
-            first = int(last) - len(events) + 1
-            numbered.append([{**event, "seq": first + n} for n, event in enumerate(events)])
-        await self.writer.store(
-            [(session.id, events) for (session, _), events in zip(batch, numbered, strict=True)],
-        )
         min_id = max(0, int(time.time() * 1000) - STREAM_MAX_AGE_S * 1000)
-        entries: list[Any] = []
-        live: list[Any] = []
-        for (session, events), with_seqs in zip(batch, numbered, strict=True):
-            live.append([session.id, with_seqs])
-            entries.append(len(events))
-            for event, with_seq in zip(events, with_seqs, strict=True):
-                entries += [with_seq["seq"], orjson.dumps(event)]
-        await self._append(
-            keys=[LIVE_KEY, *(stream_key(session.id) for session, _ in batch)],
-            args=[STREAM_MAXLEN, min_id, ttl, LIVE_MAXLEN, orjson.dumps(live), *entries],
-        )
-        return numbered
+        keys = [LIVE_KEY]
+        for session, _ in batch:
+            keys += [seq_key(session.id), stream_key(session.id)]
+        seeds = [""] * len(batch)
+        while True:
+            args: list[Any] = [STREAM_MAXLEN, min_id, ttl, LIVE_MAXLEN]
+            for (session, events), seed in zip(batch, seeds, strict=True):
+                args += [session.id, seed, len(events), *(orjson.dumps(e) for e in events)]
+            reply = await self._publish(keys=keys, args=args)
+            if reply[0] == 1:
+                break
+            # No counter in Redis (a new session, a restarted Redis): count on from the
+            # database, once what this process published is stored there.
+            await self.writer.store_later([])
+            for number in reply[1:]:
+                session = batch[number - 1][0]
+                store = ChatRepository(self.state.sessions, session.owner_id)
+                seeds[number - 1] = str(await store.last_seq(session.id))
+        return [
+            [{**event, "seq": first + n} for n, event in enumerate(events)]
+            for (_, events), first in zip(batch, reply[1:], strict=True)
+        ]
 
     @contextlib.asynccontextmanager
     async def subscribe(self, session_id: str) -> AsyncIterator[EventQueue]:
-        """A queue of the session's events after the newest in its stream, in `seq` order."""
+        """A queue of the session's events after the newest stored, in `seq` order (those
+        published but not yet stored are read from the session's stream first)."""
         queue: EventQueue = asyncio.Queue()
-        follower = _Follower(session_id, queue, self._stored_after)
+        follower = _Follower(session_id, queue, self._events_after)
         try:
             await self.reader.add(follower)
-            follower.start(await self._newest_seq(session_id))
+            stored = await self._stored_last_seq(session_id)
+            follower.start(stored, behind=await self._newest_seq(session_id) > stored)
             yield queue
         finally:
             self.reader.remove(follower)
 
+    async def replay(self, session: SessionRecord, after_seq: int) -> list[dict[str, Any]]:
+        """The events after `after_seq` (of a session the caller checked is the user's)."""
+        return await self._events_after(session.id, after_seq)
+
     async def close(self) -> None:
-        """Give back the event writer's database connection (at shutdown)."""
+        """Stop storing events, give back the writer's database connection (at shutdown)."""
         await self.writer.close()
 
+    async def _events_after(self, session_id: str, after_seq: int) -> list[dict[str, Any]]:
+        """A session's events after `after_seq`: from its stream when its newest entries
+        reach back that far, else from the database and then the stream (its newest
+        events may not be stored yet)."""
+        try:
+            entries = await self.redis.xrevrange(stream_key(session_id), count=REPLAY_PAGE)
+        except RedisError:
+            entries = []
+        newest = [_entry_event(fields) for _id, fields in reversed(entries)]
+        if newest and newest[0]["seq"] <= after_seq + 1:
+            return [event for event in newest if event["seq"] > after_seq]
+        async with self.state.sessions() as session:
+            stored = list(
+                await session.scalars(
+                    select(ChatEvent.data)
+                    .where(ChatEvent.session_id == session_id, ChatEvent.seq > after_seq)
+                    .order_by(ChatEvent.seq)
+                )
+            )
+        last = stored[-1]["seq"] if stored else after_seq
+        return stored + [event for event in newest if event["seq"] > last]
+
     async def _newest_seq(self, session_id: str) -> int:
-        """The seq of the newest event in the session's stream; the newest stored when the
-        stream has none (or Redis is away)."""
+        """The seq of the newest event in the session's stream (0 when it has none, or
+        Redis is away)."""
         try:
             newest = await self.redis.xrevrange(stream_key(session_id), count=1)
         except RedisError:
             newest = []
-        if newest:
-            return int(_entry_event(newest[0][1])["seq"])
+        return int(_entry_event(newest[0][1])["seq"]) if newest else 0
+
+    async def _stored_last_seq(self, session_id: str) -> int:
         async with self.state.sessions() as session:
             found = await session.scalar(
                 select(func.max(ChatEvent.seq)).where(ChatEvent.session_id == session_id)
             )
         return int(found or 0)
-
-    async def _stored_after(self, session_id: str, after_seq: int) -> list[dict[str, Any]]:
-        """A session's stored events after `after_seq` (its subscriber was checked to own it)."""
-        async with self.state.sessions() as session:
-            rows = await session.scalars(
-                select(ChatEvent.data)
-                .where(ChatEvent.session_id == session_id, ChatEvent.seq > after_seq)
-                .order_by(ChatEvent.seq)
-            )
-            return list(rows)
-
-    async def replay(self, session: SessionRecord, after_seq: int) -> list[dict[str, Any]]:
-        """The events after `after_seq`: from the stream when it reaches back that far."""
-        try:
-            entries = await self.redis.xrange(stream_key(session.id))
-        except RedisError:
-            entries = []
-        events = [_entry_event(fields) for _id, fields in entries]
-        if events and events[0]["seq"] <= after_seq + 1:
-            return [event for event in events if event["seq"] > after_seq]
-        store = ChatRepository(self.state.sessions, session.owner_id)
-        return await store.events_after(session.id, after_seq)
 
 
 class _Follower:
@@ -439,33 +469,34 @@ class _Follower:
 
     Events come a batch at a time (a session's part of a published batch:
     consecutive seqs) and are handed on in `seq` order, each once. Until
-    `start` says where the subscriber begins, and while it catches up from
-    the database (a batch came with events before it missing), batches are
-    held back and handed on afterwards.
+    `start` says where the subscriber begins, and while it catches up
+    (`events_after`: a batch came with events before it missing), batches
+    are held back and handed on afterwards.
     """
 
     def __init__(
         self,
         session_id: str,
         queue: EventQueue,
-        stored_after: Callable[[str, int], Awaitable[list[dict[str, Any]]]],
+        events_after: Callable[[str, int], Awaitable[list[dict[str, Any]]]],
     ) -> None:
         self.session_id = session_id
         self.queue = queue
-        self.stored_after = stored_after
+        self.events_after = events_after
         self.last_seq = 0
         self.held: list[dict[str, Any]] | None = []
         """The events held back (while starting or catching up); None when handing on."""
         self.started = False
         self.behind = False
-        """Events may be missing: catch up from the database (again)."""
+        """Events may be missing: catch up (again)."""
         self.catching_up: asyncio.Task[None] | None = None
 
-    def start(self, last_seq: int) -> None:
-        """Hand on the events after `last_seq`, first those held back until now."""
+    def start(self, last_seq: int, behind: bool) -> None:
+        """Hand on the events after `last_seq`, first those held back until now (when
+        `behind`, first those published before but not yet stored)."""
         self.last_seq = last_seq
         self.started = True
-        if self.behind:
+        if self.behind or behind:
             self._catch_up()
             return
         held, self.held = self.held or [], None
@@ -473,7 +504,7 @@ class _Follower:
 
     def take(self, events: list[dict[str, Any]]) -> None:
         """Hand on the events past the last one handed on; when some before them are
-        missing, catch up from the database first."""
+        missing, catch up first."""
         if self.held is not None:
             self.held.extend(events)
             return
@@ -485,7 +516,7 @@ class _Follower:
         self._put(new)
 
     def fall_behind(self) -> None:
-        """Events may have been missed (Redis was away): catch up from the database."""
+        """Events may have been missed (Redis was away): catch up."""
         self.behind = True
         if self.held is None:
             self.held = []
@@ -499,17 +530,17 @@ class _Follower:
     def _catch_up(self) -> None:
         self.behind = True
         if self.started and (self.catching_up is None or self.catching_up.done()):
-            self.catching_up = asyncio.create_task(self._read_stored())
+            self.catching_up = asyncio.create_task(self._read_missed())
 
-    async def _read_stored(self) -> None:
+    async def _read_missed(self) -> None:
         while self.behind:
             self.behind = False
             try:
-                stored = await self.stored_after(self.session_id, self.last_seq)
+                missed = await self.events_after(self.session_id, self.last_seq)
             except Exception as error:  # the database is away too: go on with what came
-                log.warning("could not read the stored events of a chat session: %s", error)
-                stored = []
-            self._put(stored)
+                log.warning("could not read the missed events of a chat session: %s", error)
+                missed = []
+            self._put(missed)
         held, self.held = self.held or [], None
         self._put(held)
 
@@ -523,24 +554,25 @@ class _Follower:
 class LiveReader:
     """Follows the live stream for all of a process's subscribers with one ``XREAD BLOCK``.
 
-    One command of one key brings every batch published since the last read;
-    each batch's events go to the subscribers of their sessions (those of
-    other sessions are skipped). When Redis goes away the read is retried
-    from the same entry; once back, every subscriber catches up from the
-    database (what was published meanwhile may be gone with Redis). Nothing
-    reads while no one subscribes.
+    One command of one key brings every batch published since the last read.
+    An entry has a field per session, ``{first seq} [{event}, ...]``; each
+    session's events go to its subscribers (those of other sessions are not
+    even parsed). When Redis goes away the read is retried from the same
+    entry; once back, every subscriber catches up (what was published
+    meanwhile may be gone with Redis). Nothing reads while no one subscribes.
     """
 
     def __init__(self, redis: ArqRedis) -> None:
         self.redis = redis
-        self.followers: dict[str, list[_Follower]] = {}
+        self.followers: dict[bytes, list[_Follower]] = {}
+        """The followers of each session, by its id as the live stream's field names."""
         self._task: asyncio.Task[None] | None = None
         self._reading = asyncio.Event()
 
     async def add(self, follower: _Follower) -> None:
         """Start handing on to the follower: every batch added to the live stream after
         this returns reaches it."""
-        self.followers.setdefault(follower.session_id, []).append(follower)
+        self.followers.setdefault(follower.session_id.encode(), []).append(follower)
         if self._task is None:
             self._reading = asyncio.Event()
             self._task = asyncio.create_task(self._run(self._reading))
@@ -549,11 +581,12 @@ class LiveReader:
     def remove(self, follower: _Follower) -> None:
         """Stop handing on to the follower."""
         follower.close()
-        followers = self.followers.get(follower.session_id, [])
+        key = follower.session_id.encode()
+        followers = self.followers.get(key, [])
         if follower in followers:
             followers.remove(follower)
         if not followers:
-            self.followers.pop(follower.session_id, None)
+            self.followers.pop(key, None)
         if not self.followers and self._task is not None:
             self._task.cancel()
             self._task = None
@@ -579,10 +612,12 @@ class LiveReader:
                 for _key, entries in reply or []:
                     for entry_id, fields in entries:
                         position = entry_id
-                        for session_id, events in orjson.loads(fields[b"batch"]):
-                            sessions += 1
-                            for follower in self.followers.get(session_id, ()):
-                                follower.take(events)
+                        sessions += len(fields)
+                        for session_key, value in fields.items():
+                            if followers := self.followers.get(session_key):
+                                events = _live_events(value)
+                                for follower in followers:
+                                    follower.take(events)
                 if sessions > 1:  # several sessions at once: let the next read gather more
                     await asyncio.sleep(started + READ_EVERY_S - loop.time())
             except (RedisError, OSError) as error:
@@ -591,6 +626,15 @@ class LiveReader:
                 broken = True
                 reading.set()  # subscribers start; they catch up once Redis is back
                 await asyncio.sleep(0.5)
+
+
+def _live_events(value: bytes) -> list[dict[str, Any]]:
+    """A session's events in a live stream entry (``{first seq} [{event}, ...]``)."""
+    first, _, body = value.partition(b" ")
+    events: list[dict[str, Any]] = orjson.loads(body)
+    for seq, event in enumerate(events, int(first)):
+        event["seq"] = seq
+    return events
 
 
 def _entry_event(fields: dict[Any, Any]) -> dict[str, Any]:
