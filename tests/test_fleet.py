@@ -47,7 +47,7 @@ from websockets.asyncio.client import connect
 from flamesight.llm import LLMError, Secret
 from flamesight.server import Settings, database
 from flamesight.server.chat_store import ChatRepository
-from flamesight.server.database import create_engine, migrate, session_factory
+from flamesight.server.database import create_engine, session_factory
 from flamesight.server.fleet import (
     HEARTBEAT_TTL_S,
     LIVE_KEY,
@@ -61,7 +61,6 @@ from flamesight.server.fleet import (
     worker_key,
 )
 from flamesight.server.model_endpoints import UNSEALABLE, ClientEndpoint, EndpointSealer
-from flamesight.server.repository import Repository, ensure_user, new_id
 from flamesight.server.url_policy import UrlPolicy
 from tests.live_server import LiveServer, free_port, secrets_left
 from tests.llm_servers import (
@@ -80,6 +79,7 @@ from tests.test_server_api import (  # noqa: F401
     fresh_postgres_database,
 )
 from tests.test_server_chat import receive, send, until_turn_ends
+from tests.test_server_parts import StoredTrace, stored_trace  # noqa: F401 (a fixture)
 
 pytestmark = pytest.mark.anyio
 
@@ -798,27 +798,16 @@ class Gate:
 
 
 async def test_live_events_reach_their_subscribers_once_in_order_and_gaps_are_filled(
-    redis_url: str, database_url: str
+    redis_url: str,
+    stored_trace: StoredTrace,  # noqa: F811 (the fixture)
 ) -> None:
     """Two buses on one Redis and database, as two processes: what one publishes reaches
     the other's subscribers through the live stream, only their session's events, from
     after the newest stored. Events published but not yet stored when a client
     subscribes, and events trimmed from the live stream before a slow reader read them,
     are read from the session's stream: every event is handed on once, in seq order."""
-    engine = create_engine(database_url)
-    await migrate(engine)
-    sessions = session_factory(engine)
-    owner = await ensure_user(sessions, "ada")
-    trace = await Repository(sessions, owner).add_trace(
-        trace_id=new_id(),
-        name="slow.json",
-        format="speedscope",
-        size=10,
-        blob_key=f"{owner}/slow.json",
-        active_profile=0,
-        profiles=[],
-    )
-    chats = ChatRepository(sessions, owner)
+    engine, sessions, trace = stored_trace.engine, stored_trace.sessions, stored_trace.trace
+    chats = ChatRepository(sessions, stored_trace.owner)
     mine, other = await chats.create_session(trace.id), await chats.create_session(trace.id)
     state = cast(Any, SimpleNamespace(engine=engine, sessions=sessions))
     publisher = RedisEventBus(state, connect_redis(redis_url))
@@ -874,7 +863,6 @@ async def test_live_events_reach_their_subscribers_once_in_order_and_gaps_are_fi
         for bus in (publisher, follower):
             await bus.close()
             await bus.redis.aclose()
-        await engine.dispose()
 
 
 async def test_heartbeats_and_checks_asked_together_get_their_own_answers(
