@@ -852,12 +852,18 @@ async def test_live_events_reach_their_subscribers_once_in_order_and_gaps_are_fi
             await publisher.publish_batch([(other, text("other")), (mine, text("three"))])
             reads.open.set()
             assert await received(queue, 3) == [(7, "trimmed"), (8, "away"), (9, "three")]
+
+            # An entry that is not the live stream's kind is skipped, not the end of reading.
+            await publisher.redis.xadd(LIVE_KEY, {mine.id: b"not an entry"})
+            await publisher.publish_many(mine, text("four"))
+            assert await received(queue, 1) == [(10, "four")]
         assert follower.reader.followers == {}
         replayed = await follower.replay(mine, 6)
         assert [(event["seq"], event["text"]) for event in replayed] == [
             (7, "trimmed"),
             (8, "away"),
             (9, "three"),
+            (10, "four"),
         ]
     finally:
         for bus in (publisher, follower):

@@ -615,7 +615,15 @@ class LiveReader:
                         sessions += len(fields)
                         for session_key, value in fields.items():
                             if followers := self.followers.get(session_key):
-                                events = _live_events(value)
+                                try:
+                                    events = _live_events(value)
+                                except ValueError as error:  # orjson's errors are ValueErrors
+                                    log.warning(
+                                        "skipped an unreadable entry %s of the live stream: %s",
+                                        entry_id,
+                                        error,
+                                    )
+                                    continue
                                 for follower in followers:
                                     follower.take(events)
                 if sessions > 1:  # several sessions at once: let the next read gather more
