@@ -188,10 +188,7 @@ class ChatRepository:
         """The seq of an owned session's newest event (0 when there is none)."""
         async with self.sessions() as session:
             await self._owned_in(session, ChatSession, session_id, "chat session")
-            found = await session.scalar(
-                select(func.max(ChatEvent.seq)).where(ChatEvent.session_id == session_id)
-            )
-        return int(found or 0)
+            return await last_stored_seq(session, session_id)
 
     async def add_event(self, session_id: str, seq: int, event: dict[str, Any]) -> None:
         """Keep event number `seq` of a session (whose ownership the caller checked)."""
@@ -205,12 +202,7 @@ class ChatRepository:
         """An owned session's events numbered above `after_seq`, in order."""
         async with self.sessions() as session:
             await self._owned_in(session, ChatSession, session_id, "chat session")
-            rows = await session.scalars(
-                select(ChatEvent.data)
-                .where(ChatEvent.session_id == session_id, ChatEvent.seq > after_seq)
-                .order_by(ChatEvent.seq)
-            )
-            return list(rows)
+            return await stored_events_after(session, session_id, after_seq)
 
     # snapshots
 
@@ -267,6 +259,28 @@ class ChatRepository:
     async def get_analysis(self, analysis_id: str) -> AnalysisRecord:
         """This user's analysis `analysis_id`, or NotFound."""
         return _analysis_record(await self._owned(Analysis, analysis_id, "analysis"))
+
+
+async def last_stored_seq(session: AsyncSession, session_id: str) -> int:
+    """The seq of a session's newest stored event, 0 when there is none (its owner the
+    caller checked)."""
+    found = await session.scalar(
+        select(func.max(ChatEvent.seq)).where(ChatEvent.session_id == session_id)
+    )
+    return int(found or 0)
+
+
+async def stored_events_after(
+    session: AsyncSession, session_id: str, after_seq: int
+) -> list[dict[str, Any]]:
+    """A session's stored events numbered above `after_seq`, in order (its owner the caller
+    checked)."""
+    rows = await session.scalars(
+        select(ChatEvent.data)
+        .where(ChatEvent.session_id == session_id, ChatEvent.seq > after_seq)
+        .order_by(ChatEvent.seq)
+    )
+    return list(rows)
 
 
 async def store_events(

@@ -101,7 +101,6 @@ from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
-from sqlalchemy import func, select
 
 from flamesight.agent.events import ErrorEvent
 from flamesight.llm import Failure, LLMError
@@ -113,7 +112,13 @@ from flamesight.server.chat import (
     EventQueue,
     Published,
 )
-from flamesight.server.chat_store import ChatRepository, EventWriter, SessionRecord
+from flamesight.server.chat_store import (
+    ChatRepository,
+    EventWriter,
+    SessionRecord,
+    last_stored_seq,
+    stored_events_after,
+)
 from flamesight.server.errors import ApiError
 from flamesight.server.model_endpoints import (
     ENDPOINT_FIELDS,
@@ -124,7 +129,6 @@ from flamesight.server.model_endpoints import (
     resolve_endpoint,
 )
 from flamesight.server.repository import TraceRecord, new_id
-from flamesight.server.tables import ChatEvent
 from flamesight.server.url_policy import RefusedUrl, UrlPolicy
 
 if TYPE_CHECKING:
@@ -411,7 +415,8 @@ class RedisEventBus:
         follower = _Follower(session_id, queue, self._events_after)
         try:
             await self.reader.add(follower)
-            stored = await self._stored_last_seq(session_id)
+            async with self.state.sessions() as session:
+                stored = await last_stored_seq(session, session_id)
             follower.start(stored, behind=await self._newest_seq(session_id) > stored)
             yield queue
         finally:
@@ -437,13 +442,7 @@ class RedisEventBus:
         if newest and newest[0]["seq"] <= after_seq + 1:
             return [event for event in newest if event["seq"] > after_seq]
         async with self.state.sessions() as session:
-            stored = list(
-                await session.scalars(
-                    select(ChatEvent.data)
-                    .where(ChatEvent.session_id == session_id, ChatEvent.seq > after_seq)
-                    .order_by(ChatEvent.seq)
-                )
-            )
+            stored = await stored_events_after(session, session_id, after_seq)
         last = stored[-1]["seq"] if stored else after_seq
         return stored + [event for event in newest if event["seq"] > last]
 
@@ -455,13 +454,6 @@ class RedisEventBus:
         except RedisError:
             newest = []
         return int(_entry_event(newest[0][1])["seq"]) if newest else 0
-
-    async def _stored_last_seq(self, session_id: str) -> int:
-        async with self.state.sessions() as session:
-            found = await session.scalar(
-                select(func.max(ChatEvent.seq)).where(ChatEvent.session_id == session_id)
-            )
-        return int(found or 0)
 
 
 class _Follower:
