@@ -346,8 +346,8 @@ def test_an_endpoint_failure_mid_stream_is_an_error_event_and_the_history_surviv
     ]
     assert events[3]["text"] == "The heaviest function is"
     assert events[-1]["message"] == (
-        f"{endpoint.url}/v1 closed the connection in the middle of the answer: "
-        "the answer is incomplete; ask again"
+        f"the connection to {endpoint.url}/v1 was closed in the middle of the answer "
+        "(24 characters received): the answer is incomplete; try again"
     )
     assert [type(m) for m in history] == [HumanMessage, AIMessage, ToolMessage]
     assert history[0].content == "What is slow?"
@@ -367,15 +367,18 @@ def test_an_endpoint_failure_mid_stream_is_an_error_event_and_the_history_surviv
     ]
 
 
-def test_an_http_error_before_the_stream_is_an_error_event(endpoint: LoopbackServer) -> None:
+def test_an_http_error_before_the_stream_is_an_error_event_that_says_what_to_do(
+    endpoint: LoopbackServer,
+) -> None:
     endpoint.script(openai_error(404, "The model `test-model` does not exist", code="not_found"))
     agent = ChatAgent(small_profiles(), settings_for(endpoint), NoAuth())
     events, history = run(agent, "Hello")
     assert events == [
         {
             "type": "error",
-            "message": f"{endpoint.url}/v1 answered HTTP 404: "
-            "The model `test-model` does not exist",
+            "message": f"{endpoint.url}/v1 answered HTTP 404 (The model `test-model` does "
+            "not exist): check the URL (a base URL such as https://HOST/v1, or the full "
+            ".../chat/completions URL) and that the model 'test-model' exists there",
         }
     ]
     assert [type(m) for m in history] == [HumanMessage]

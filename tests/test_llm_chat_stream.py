@@ -159,7 +159,8 @@ def test_an_error_object_in_the_stream_ends_the_turn_with_its_message(
     events = run(endpoint)
     assert [e["type"] for e in events] == ["model_chunk_start", "model_chunk_append", "error"]
     assert events[-1]["message"] == (
-        f"talking to {endpoint.url}/v1 failed: APIError: the model overloaded"
+        f"{endpoint.url}/v1 reported an error in the middle of the answer "
+        "(5 characters received): the model overloaded"
     )
 
 
@@ -235,6 +236,46 @@ def test_max_completion_tokens_is_sent_once_the_endpoint_asks_for_it(
     first, second = (request.json() for request in endpoint.requests)
     assert first["max_tokens"] == 2000 and "max_completion_tokens" not in first
     assert second["max_completion_tokens"] == 2000 and "max_tokens" not in second
+
+
+def test_an_endpoint_that_refuses_streaming_is_asked_again_without_it_for_the_turn(
+    endpoint: LoopbackServer,
+) -> None:
+    def tool_call_as_json(exchange: Exchange) -> None:
+        call = {"id": "call_0", "type": "function"}
+        call["function"] = {"name": "top_functions", "arguments": '{"n": 1}'}
+        message = {"role": "assistant", "content": None, "tool_calls": [call]}
+        choice = {"index": 0, "message": message, "finish_reason": "tool_calls"}
+        exchange.send_json(200, {"id": "chatcmpl-test", "choices": [choice]})
+
+    endpoint.script(
+        openai_error(400, "stream is not supported by this server"),
+        tool_call_as_json,
+        openai_json("Mostly in parse."),
+    )
+    events = run(endpoint)
+    assert [e["type"] for e in events] == [
+        "tool_start",
+        "tool_end",
+        "model_chunk_start",
+        "model_chunk_append",
+        "model_chunk_end",
+        "model_response_end",
+    ]
+    # Asked once with streaming; the rest of the turn without it (answers read as JSON).
+    assert [r.json()["stream"] for r in endpoint.requests] == [True, False, False]
+
+
+def test_a_refusal_reads_as_in_one_shot_turns_with_what_to_do(endpoint: LoopbackServer) -> None:
+    endpoint.script(openai_error(429, "Rate limit reached for requests", kind="requests"))
+    events = run(endpoint)
+    assert events == [
+        {
+            "type": "error",
+            "message": f"{endpoint.url}/v1 is rate limiting the requests (HTTP 429: Rate limit "
+            "reached for requests): wait and try again, or check the quota of the key",
+        }
+    ]
 
 
 def test_without_auth_no_credential_header_is_sent(endpoint: LoopbackServer) -> None:

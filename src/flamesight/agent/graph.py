@@ -18,7 +18,10 @@ events to a callback (`deliver`: the server), or is iterated with `for` on a
 loop of its own (the CLI). The model is on the endpoint of `flamesight.llm`
 settings; the key is the API key, or an OAuth access token taken from the
 `flamesight.llm` auth object before every model request (so it is refreshed
-between turns, and fetched again once when the endpoint refuses it).
+between turns). A refused request is asked again with the fallbacks of
+one-shot turns (`RequestFallbacks`: a new OAuth token, no streaming,
+``max_completion_tokens``), and a failure reads as it does there
+(`describe_failure`: what happened, where, and what to do).
 
 The conversation history is an input and an output: `ChatAgent.run` takes
 the messages so far and a question, gives events while the turn runs, and
@@ -70,14 +73,14 @@ from flamesight.agent.events import (
 from flamesight.agent.snapshots import SnapshotSink
 from flamesight.agent.tools import LoadedProfiles, Tool, ToolFailure, find_tool, tools_for
 from flamesight.analysis import summary
-from flamesight.llm import Auth, ClientCredentials, LLMError, Settings, scrub
-from flamesight.llm.auth import connection_problem
+from flamesight.llm import Auth, ClientCredentials, LLMError, Settings
 from flamesight.llm.chat_stream import ChatAnswer, ToolCall, stream_chat
 from flamesight.llm.endpoint import (
+    RequestFallbacks,
     async_openai_client,
+    describe_failure,
     omitted_auth_header,
     turn_http_client,
-    wants_max_completion_tokens,
 )
 from flamesight.llm.errors import Failure
 
@@ -190,9 +193,9 @@ class ChatAgent:
         self._http_client: Any = http_client
         """The model's HTTP client: `http_client`, or one of the turn's own (checking
         `settings.url_check`), made at its first request and closed at its end."""
-        self._tokens_field = "max_tokens"
-        """The request's field for `settings.max_tokens` (some endpoints want
-        ``max_completion_tokens``; asked again with it once they say so)."""
+        self._asked = RequestFallbacks(stream=True)
+        """What the turn's requests ask for, as the endpoint's refusals changed it (each
+        fallback once per turn: a new OAuth token, no streaming, ``max_completion_tokens``)."""
 
     # the public surface
 
@@ -248,7 +251,6 @@ class ChatAgent:
         self, request: list[BaseMessage], concluding: bool, write: Callable[[Event], None]
     ) -> AIMessage:
         where = self.settings.display_url
-        token_retried = False
         while True:
             answer = ChatAnswer()
             in_text = False
@@ -267,33 +269,14 @@ class ChatAgent:
                 if in_text:
                     write(ModelChunkEnd())
             except openai.APIStatusError as error:
-                if (
-                    error.status_code == 401
-                    and isinstance(self.auth, ClientCredentials)
-                    and not token_retried
-                ):
-                    log.info("the endpoint refused the OAuth token; fetching a new one")
-                    self.auth.invalidate()
-                    token_retried = True
-                    continue
-                if self._tokens_field == "max_tokens" and wants_max_completion_tokens(error):
-                    log.info("the endpoint wants max_completion_tokens; asking again with it")
-                    self._tokens_field = "max_completion_tokens"
+                if self._asked.apply(self.settings, self.auth, error):
                     continue
                 raise
-            except (openai.APIConnectionError, openai.APITimeoutError) as error:
+            except openai.APIError as error:  # connection, timeout, an error in the stream
                 if not answer.events:
                     raise
-                what = (
-                    "stopped sending"
-                    if isinstance(error, openai.APITimeoutError)
-                    else "closed the connection"
-                )
-                raise LLMError(
-                    Failure.BAD_ANSWER,
-                    f"{where} {what} in the middle of the answer: the answer is incomplete; "
-                    "ask again",
-                ) from error
+                received = sum(len(part) for part in answer.text_parts)
+                raise describe_failure(self.settings, self.auth, error, received) from error
             break
         if not answer.events:
             raise LLMError(Failure.BAD_ANSWER, f"{where} sent an empty answer")
@@ -365,8 +348,8 @@ class ChatAgent:
             "model": settings.model,
             "messages": messages,
             "temperature": settings.temperature,
-            self._tokens_field: settings.max_tokens,
-            "stream": True,
+            self._asked.tokens_field: settings.max_tokens,
+            "stream": self._asked.stream,
             "tools": _openai_tools(tuple(self.tools)),
         }
         if concluding:
@@ -374,19 +357,8 @@ class ChatAgent:
         return body
 
     def _describe(self, error: BaseException) -> str:
-        secrets = self.auth.secrets()
-        where = self.settings.display_url
-        if isinstance(error, LLMError):
-            text = error.message
-        elif isinstance(error, openai.APIStatusError):
-            text = f"{where} answered HTTP {error.status_code}: {_server_message(error)}"
-        elif isinstance(error, openai.APITimeoutError):
-            text = f"no answer from {where} within {self.settings.timeout:g} s"
-        elif isinstance(error, openai.APIConnectionError):
-            text = f"cannot connect to {where}: {connection_problem(error)}"
-        else:
-            text = f"talking to {where} failed: {type(error).__name__}: {error}"
-        return scrub(text, secrets)
+        """What failed, for the turn's `ErrorEvent` (as `flamesight analyze` says it)."""
+        return describe_failure(self.settings, self.auth, error).message
 
     # running a turn
 
@@ -555,12 +527,3 @@ def _image_message(images: list[tuple[str, str]]) -> HumanMessage:
         parts.append({"type": "text", "text": f"Image from render_flamegraph: {caption}."})
         parts.append({"type": "image_url", "image_url": {"url": url}})
     return HumanMessage(content=parts)
-
-
-def _server_message(error: openai.APIStatusError) -> str:
-    body = error.body
-    if isinstance(body, dict):
-        inner = body.get("error", body)
-        if isinstance(inner, dict) and isinstance(inner.get("message"), str):
-            return inner["message"][:300]
-    return str(error.message)[:300]

@@ -30,7 +30,7 @@ import ssl
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import anthropic
@@ -85,14 +85,49 @@ class Completion:
     streamed: bool
 
 
+@dataclass
+class RequestFallbacks:
+    """What a request asks for that a fallback may change once the endpoint refused it, each
+    fallback at most once: a new OAuth token (HTTP 401), no streaming (the endpoint says it
+    cannot stream), ``max_completion_tokens`` instead of ``max_tokens`` (newer OpenAI models).
+    One-shot turns (`complete`) and the chat agent both ask through it."""
+
+    stream: bool
+    tokens_field: str = "max_tokens"
+    token_renewed: bool = False
+
+    def apply(self, settings: Settings, auth: Auth, error: Any) -> bool:
+        """Change what the next request asks for to suit `error` (an SDK's status error), if
+        a fallback not used yet fits it; whether one did (ask again) or not (it stands)."""
+        status = error.status_code
+        if status == 401 and isinstance(auth, ClientCredentials) and not self.token_renewed:
+            log.info("the endpoint refused the OAuth token; fetching a new one")
+            auth.invalidate()
+            self.token_renewed = True
+            return True
+        message = _server_message(error)
+        if status in (400, 422, 501) and self.stream and re.search(r"\bstream", message, re.I):
+            log.info("the endpoint refused streaming (HTTP %s); asking without it", status)
+            self.stream = False
+            return True
+        if (
+            settings.provider != "anthropic"
+            and self.tokens_field == "max_tokens"
+            and _wants_max_completion_tokens(error)
+        ):
+            log.info("the endpoint wants max_completion_tokens; asking again with it")
+            self.tokens_field = "max_completion_tokens"
+            return True
+        return False
+
+
 @dataclass(frozen=True)
 class _Turn:
     """What to send, and the choices the fallbacks may change."""
 
     system: str
     user: str
-    stream: bool
-    completion_tokens_field: str = "max_tokens"
+    asked: RequestFallbacks
 
 
 class _StreamFailure(Exception):
@@ -115,56 +150,15 @@ def complete(
 
     Raises `LLMError` with a message naming what failed and what to do.
     """
-    turn = _Turn(system, user, settings.stream)
-    token_retried = False
+    turn = _Turn(system, user, RequestFallbacks(settings.stream))
     while True:
         try:
             return _send(settings, auth, turn, on_text)
         except _STATUS_ERRORS as error:
-            status = error.status_code
-            message = _server_message(error)
-            if status == 401 and isinstance(auth, ClientCredentials) and not token_retried:
-                log.info("the endpoint refused the OAuth token; fetching a new one")
-                auth.invalidate()
-                token_retried = True
-                continue
-            if status in (400, 422, 501) and turn.stream and re.search(r"\bstream", message, re.I):
-                log.info("the endpoint refused streaming (HTTP %s); asking without it", status)
-                turn = replace(turn, stream=False)
-                continue
-            if (
-                settings.provider != "anthropic"
-                and turn.completion_tokens_field == "max_tokens"
-                and wants_max_completion_tokens(error)
-            ):
-                log.info("the endpoint wants max_completion_tokens; asking again with it")
-                turn = replace(turn, completion_tokens_field="max_completion_tokens")
-                continue
-            raise _status_error(settings, auth, error) from None
-        except LLMError as error:
-            # Messages quoting the server (bodies, error fields) may echo a credential.
-            raise _fail(auth, error.failure, error.message, error.status) from None
-        except _StreamFailure as failure:
-            raise _stream_error(settings, auth, failure) from None
-        except _TIMEOUT_ERRORS as error:
-            raise _fail(
-                auth,
-                Failure.TIMEOUT,
-                f"no answer from {settings.display_url} within {settings.timeout:g} s"
-                f"{_attempts(error)}; raise the timeout or try again later",
-            ) from None
-        except _CONNECTION_ERRORS as error:
-            raise _fail(
-                auth,
-                Failure.CONNECT,
-                f"cannot connect to {settings.display_url}: {connection_problem(error)}",
-            ) from None
-        except _API_ERRORS as error:
-            raise _fail(
-                auth,
-                Failure.BAD_ANSWER,
-                f"{settings.display_url} reported an error: {_server_message(error)}",
-            ) from None
+            if not turn.asked.apply(settings, auth, error):
+                raise describe_failure(settings, auth, error) from None
+        except (LLMError, _StreamFailure, *_CONNECTION_ERRORS, *_API_ERRORS) as error:
+            raise describe_failure(settings, auth, error) from None
 
 
 def _send(settings: Settings, auth: Auth, turn: _Turn, on_text: TextCallback | None) -> Completion:
@@ -306,17 +300,17 @@ def _send_openai(
             {"role": "system", "content": turn.system},
             {"role": "user", "content": turn.user},
         ],
-        turn.completion_tokens_field: settings.max_tokens,
+        turn.asked.tokens_field: settings.max_tokens,
         "temperature": settings.temperature,
-        "stream": turn.stream,
+        "stream": turn.asked.stream,
     }
-    if turn.stream:
+    if turn.asked.stream:
         body["stream_options"] = {"include_usage": True}
     if omitted := omitted_auth_header(settings, auth):
         body["extra_headers"] = omitted
     with client, client.chat.completions.with_streaming_response.create(**body) as response:
         content_type = response.headers.get("content-type", "")
-        if turn.stream and "text/event-stream" in content_type:
+        if turn.asked.stream and "text/event-stream" in content_type:
             return _read_openai_stream(settings, response.parse(), on_text)
         return _read_openai_json(settings, _read_body(response), content_type, on_text)
 
@@ -409,13 +403,13 @@ def _send_anthropic(
         "system": turn.system,
         "messages": [{"role": "user", "content": turn.user}],
         "max_tokens": settings.max_tokens,
-        "stream": turn.stream,
+        "stream": turn.asked.stream,
     }
     if isinstance(auth, NoAuth):
         body["extra_headers"] = {"Authorization": anthropic.Omit()}
     with client, client.messages.with_streaming_response.create(**body) as response:
         content_type = response.headers.get("content-type", "")
-        if turn.stream and "text/event-stream" in content_type:
+        if turn.asked.stream and "text/event-stream" in content_type:
             return _read_anthropic_stream(settings, response.parse(), on_text)
         return _read_anthropic_json(settings, _read_body(response), content_type, on_text)
 
@@ -574,9 +568,46 @@ def _fail_truncated(settings: Settings, parts: list[str], why: str) -> LLMError:
     )
 
 
-def _stream_error(settings: Settings, auth: Auth, failure: _StreamFailure) -> LLMError:
-    cause = failure.cause
-    received = f"{failure.received:,} characters received"
+def describe_failure(
+    settings: Settings, auth: Auth, error: BaseException, received: int | None = None
+) -> LLMError:
+    """A failed request to the endpoint of `settings` as the `LLMError` a person reads: what
+    happened, where, and what to do about it, scrubbed of every credential of `auth`.
+    `received` is how many characters of the answer had arrived when it broke off (None:
+    it failed before the answer started). One-shot turns and the chat agent both say it so."""
+    where = settings.display_url
+    if isinstance(error, _StreamFailure):
+        return describe_failure(settings, auth, error.cause, error.received)
+    if isinstance(error, LLMError):
+        # Messages quoting the server (bodies, error fields) may echo a credential.
+        return _fail(auth, error.failure, error.message, error.status)
+    if received is not None:  # (an SDK may raise an error event in a stream as a status error)
+        return _stream_error(settings, auth, error, received)
+    if isinstance(error, _STATUS_ERRORS):
+        return _status_error(settings, auth, error)
+    if isinstance(error, _TIMEOUT_ERRORS):
+        return _fail(
+            auth,
+            Failure.TIMEOUT,
+            f"no answer from {where} within {settings.timeout:g} s{_attempts(error)}; "
+            "raise the timeout or try again later",
+        )
+    if isinstance(error, _CONNECTION_ERRORS):
+        return _fail(
+            auth, Failure.CONNECT, f"cannot connect to {where}: {connection_problem(error)}"
+        )
+    if isinstance(error, _API_ERRORS):
+        return _fail(
+            auth, Failure.BAD_ANSWER, f"{where} reported an error: {_server_message(error)}"
+        )
+    return _fail(
+        auth, Failure.BAD_ANSWER, f"talking to {where} failed: {type(error).__name__}: {error}"
+    )
+
+
+def _stream_error(settings: Settings, auth: Auth, cause: BaseException, count: int) -> LLMError:
+    """A failure after `count` characters of the answer arrived."""
+    received = f"{count:,} characters received"
     if isinstance(cause, _TIMEOUT_ERRORS):
         return _fail(
             auth,
@@ -627,7 +658,7 @@ def _server_message(error: BaseException) -> str:
     return flat if len(flat) <= _SERVER_TEXT_LIMIT else flat[: _SERVER_TEXT_LIMIT - 1] + "…"
 
 
-def wants_max_completion_tokens(error: openai.APIStatusError | anthropic.APIStatusError) -> bool:
+def _wants_max_completion_tokens(error: openai.APIStatusError | anthropic.APIStatusError) -> bool:
     """Whether the endpoint refused ``max_tokens`` and asks for ``max_completion_tokens``."""
     return error.status_code in (400, 422) and "max_completion_tokens" in _server_message(error)
 
