@@ -104,6 +104,11 @@ def serve_model(port: int, tokens: int, token_s: float) -> None:
     def chunked(data: bytes) -> bytes:
         return b"%x\r\n%s\r\n" % (len(data), data)
 
+    # A text chunk is its JSON with the text filled in: json.dumps per chunk was a third
+    # of the model's CPU (60 -> 38 µs per chunk), CPU the fleet's processes do not get.
+    head, _, tail = _chunk({"content": "@text@"}).partition(b"@text@")
+    text_chunk = head.replace(b"%", b"%%") + b"<%d:%.6f>" + tail.replace(b"%", b"%%")
+
     async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             while True:  # one request after another on a kept-alive connection
@@ -119,7 +124,7 @@ def serve_model(port: int, tokens: int, token_s: float) -> None:
                 for index in range(tokens):
                     next_at += token_s
                     await asyncio.sleep(next_at - time.monotonic())
-                    writer.write(chunked(_chunk({"content": f"<{index}:{time.time():.6f}>"})))
+                    writer.write(chunked(text_chunk % (index, time.time())))
                 writer.write(
                     chunked(_chunk({}, "stop")) + chunked(b"data: [DONE]\n\n") + b"0\r\n\r\n"
                 )

@@ -81,7 +81,8 @@ def worker_command(
         raise InputError("a worker needs a Redis: give --redis-url or set FLAMESIGHT_REDIS_URL")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     click.echo(
-        f"flamesight worker: {max_jobs} jobs at a time, queue on {_shown(settings.redis_url)}"
+        f"flamesight worker: {max_jobs} jobs at a time from the shared queue and {max_jobs} "
+        f"from its own, on {_shown(settings.redis_url)}"
     )
     try:
         import uvloop
