@@ -432,14 +432,19 @@ def test_the_oauth_token_is_the_key_and_is_refreshed_between_turns() -> None:
         issuer.issued[1] = "revoked"  # token 2 is refused now: the agent fetches token 3 once
         events, history = run(agent, "three", history)
         assert events[-1] == {"type": "model_response_end"}
+        issuer.issued[2] = "revoked"  # and again in a later answer: once per answer
+        events, history = run(agent, "four", history)
+        assert events[-1] == {"type": "model_response_end"}
     sent = [r.headers["authorization"] for r in endpoint.requests]
     assert sent == [
         "Bearer issued-access-token-1",
         "Bearer issued-access-token-2",
         "Bearer issued-access-token-2",
         "Bearer issued-access-token-3",
+        "Bearer issued-access-token-3",
+        "Bearer issued-access-token-4",
     ]
-    assert len(tokens.requests) == 3
+    assert len(tokens.requests) == 4
 
 
 def test_snapshots_go_to_a_directory(endpoint: LoopbackServer, tmp_path: Path) -> None:

@@ -194,8 +194,9 @@ class ChatAgent:
         """The model's HTTP client: `http_client`, or one of the turn's own (checking
         `settings.url_check`), made at its first request and closed at its end."""
         self._asked = RequestFallbacks(stream=True)
-        """What the turn's requests ask for, as the endpoint's refusals changed it (each
-        fallback once per turn: a new OAuth token, no streaming, ``max_completion_tokens``)."""
+        """What the agent's requests ask for, as the endpoint's refusals changed it (no
+        streaming, ``max_completion_tokens``: from then on; a new OAuth token: once per
+        answer)."""
 
     # the public surface
 
@@ -251,6 +252,7 @@ class ChatAgent:
         self, request: list[BaseMessage], concluding: bool, write: Callable[[Event], None]
     ) -> AIMessage:
         where = self.settings.display_url
+        self._asked.token_renewed = False  # a new token once per answer; the rest holds
         while True:
             answer = ChatAnswer()
             in_text = False
