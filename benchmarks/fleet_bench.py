@@ -24,7 +24,8 @@ turns/s, events/s and chunks/s over the whole run, the
 peak RSS of each process (psutil, sampled every 100 ms), and the CPU time
 each process used while the chats ran: the flamesight processes, the model,
 the clients, the PostgreSQL backends of the run's database and the Redis
-server (all of it: other users of that Redis count too), and their total.
+server (all of it: other users of that Redis count too), and their total;
+and a gauge of the machine's speed before and after the run (`machine_gauge`).
 
     .venv/bin/python benchmarks/fleet_bench.py                      # 200 sessions x 500 tokens
     .venv/bin/python benchmarks/fleet_bench.py --sessions 20 --tokens 100   # quick
@@ -340,6 +341,23 @@ async def until(condition: Callable[[], bool], sessions: list[asyncio.Task[Any]]
         await asyncio.sleep(0.05)
 
 
+def machine_gauge(seconds: float = 2.0) -> str:
+    """How long a fixed piece of Python takes here (encode, parse and match a chunk's
+    event): the median and range, in µs of CPU per step, of 50 ms tries over `seconds`.
+    This VM's speed changes by twice from minute to minute (and within seconds), and the
+    same code's figures with it: measured before and after a run, it says which kind of
+    minutes the run had."""
+    event = {"type": "model_chunk_append", "text": "<123:1764512345.123456>", "seq": 1234}
+    tries: list[float] = []
+    until = time.monotonic() + seconds
+    while time.monotonic() < until:
+        started = time.process_time()
+        for _ in range(2_000):
+            STAMP.findall(orjson.loads(orjson.dumps(event))["text"])
+        tries.append((time.process_time() - started) / 2_000 * 1e6)
+    return f"{statistics.median(tries):.2f} µs ({min(tries):.2f} to {max(tries):.2f})"
+
+
 def claim_redis_db() -> str:
     for number in range(15, 0, -1):
         client = redis.Redis.from_url(f"{REDIS}/{number}")
@@ -349,6 +367,7 @@ def claim_redis_db() -> str:
 
 
 async def run(args: argparse.Namespace) -> None:
+    gauge = [machine_gauge()]
     admin = await asyncpg.connect(POSTGRES, timeout=5)
     database = f"flamesight_bench_{secrets.token_hex(6)}"
     await admin.execute(f'CREATE DATABASE "{database}"')
@@ -417,7 +436,8 @@ async def run(args: argparse.Namespace) -> None:
         cpu = {name: used - cpu_before[name] for name, used in cpu.items()}
         answered.set()
         results = await asyncio.gather(*sessions)
-        report(args, results, elapsed, processes, cpu)
+        gauge.append(machine_gauge())
+        report(args, results, elapsed, processes, cpu, gauge)
     except BaseException:
         for name, _popen, log in processes.started:
             print(f"--- {name} (last lines)\n" + "\n".join(log.read_text().splitlines()[-40:]))
@@ -439,6 +459,7 @@ def report(
     elapsed: float,
     processes: Processes,
     cpu: dict[str, float],
+    gauge: list[str],
 ) -> None:
     lost = duplicated = 0
     for result in results:
@@ -455,6 +476,8 @@ def report(
     print(
         f"\n{args.sessions} sessions x {args.turns} turns x {args.tokens} tokens "
         f"({args.token_ms} ms apart){ramp}, 2 web processes, 2 workers\n"
+        f"machine gauge (`machine_gauge`, lower is faster): {gauge[0]} before, "
+        f"{gauge[1]} after\n"
     )
     print(
         "| sessions | turns ok | events | lost events | duplicated events | lost chunks "
