@@ -11,7 +11,10 @@ its threads do not share a GIL with the clients): each answer is
 machine), so the client can tell the delay from the model's chunk to its
 own receipt of the `model_chunk_append` event carrying it.
 
-`--sessions` WebSocket clients (half on each web process) each open a new
+`--sessions` WebSocket clients (half on each web process; aiohttp's client on
+uvloop, with permessage-deflate as browsers ask for it: the clients, which in a
+deployment are browsers elsewhere, take as little as they can of the CPU and
+add as little as they can to the delays they measure) each open a new
 chat session of one trace; once all are open, each sends `--turns` prompts
 one after the other, the first prompts all at the same moment or, with
 `--ramp S`, evenly spaced over S seconds (users arriving, not a thundering
@@ -58,12 +61,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import asyncpg
 import httpx
 import orjson
 import psutil
 import redis
-from websockets.asyncio.client import connect
+import uvloop
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -136,8 +140,6 @@ def serve_model(port: int, tokens: int, token_s: float) -> None:
     async def serve() -> None:
         server = await asyncio.start_server(answer, "127.0.0.1", port, backlog=1024)
         await server.serve_forever()
-
-    import uvloop
 
     uvloop.run(serve())
 
@@ -272,25 +274,28 @@ async def chat(
     answers still stream)."""
     result = SessionResult()
     ws = url.replace("http://", "ws://") + "/ws/chat"
-    async with connect(ws, max_size=None, open_timeout=120, ping_timeout=None) as socket_:
-        await socket_.send(
+    async with (
+        aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=120)) as http,
+        http.ws_connect(ws, compress=15, max_msg_size=0) as socket_,
+    ):
+        await socket_.send_str(
             orjson.dumps(
                 {"type": "start_analysis", "traceId": trace_id, "newSession": True}
             ).decode()
         )
-        ack = orjson.loads(await socket_.recv())
+        ack = orjson.loads(await socket_.receive_str())
         assert ack["type"] == "connection_ack", ack
         OPEN_SESSIONS.append(url)
         await opened.wait()
         await asyncio.sleep(start_after)
         for turn in range(turns):
-            await socket_.send(
+            await socket_.send_str(
                 orjson.dumps({"type": "user_prompt", "prompt": f"Turn {turn}?"}).decode()
             )
             asked = time.time()
             seen: list[int] = []
             while True:
-                message = await socket_.recv()
+                message = await socket_.receive_str()
                 received = time.time()
                 event = orjson.loads(message)
                 result.seqs.append(event["seq"])
@@ -556,7 +561,7 @@ def main() -> None:
         metavar="S",
         help="also print the chunk delays by when the model sent them, S seconds at a time",
     )
-    asyncio.run(run(parser.parse_args()))
+    uvloop.run(run(parser.parse_args()))
 
 
 if __name__ == "__main__":
