@@ -391,7 +391,10 @@ def test_a_stream_without_a_finish_and_a_closed_port_are_error_events(
     agent = ChatAgent(small_profiles(), settings_for(endpoint), NoAuth())
     events, history = run(agent, "Hello")
     assert events[-1]["type"] == "error"
-    assert "stopped before the model finished" in events[-1]["message"]
+    assert events[-1]["message"] == (
+        f"the answer from {endpoint.url}/v1 stopped before the model finished (it sent no "
+        "finish_reason; 8 characters received): the answer is truncated; try again"
+    )
     assert [type(m) for m in history] == [HumanMessage]
 
     with socket.socket() as probe:

@@ -80,6 +80,7 @@ from flamesight.llm.endpoint import (
     async_openai_client,
     describe_failure,
     omitted_auth_header,
+    truncated_answer,
     turn_http_client,
 )
 from flamesight.llm.errors import Failure
@@ -283,11 +284,7 @@ class ChatAgent:
         if not answer.events:
             raise LLMError(Failure.BAD_ANSWER, f"{where} sent an empty answer")
         if not answer.finish_reason:
-            raise LLMError(
-                Failure.BAD_ANSWER,
-                f"the answer from {where} stopped before the model finished (no finish_reason): "
-                "the answer is incomplete; ask again",
-            )
+            raise truncated_answer(self.settings, answer.text_parts, "it sent no finish_reason")
         tool_calls = [] if concluding else [_tool_call(i, c) for i, c in answer.calls()]
         return AIMessage(content=answer.text, tool_calls=tool_calls)
 

@@ -340,7 +340,7 @@ def _read_openai_stream(
                         on_text(text)
                 finish_reason = getattr(choice, "finish_reason", None) or finish_reason
     if finish_reason is None:
-        raise _fail_truncated(settings, parts, "it sent no finish_reason")
+        raise truncated_answer(settings, parts, "it sent no finish_reason")
     return Completion("".join(parts), model, usage, finish_reason, streamed=True)
 
 
@@ -445,7 +445,7 @@ def _read_anthropic_stream(
             elif kind == "message_stop":
                 stopped = True
     if not stopped:
-        raise _fail_truncated(settings, parts, "it sent no message_stop")
+        raise truncated_answer(settings, parts, "it sent no message_stop")
     usage_seen = input_tokens is not None or output_tokens is not None
     return Completion(
         "".join(parts),
@@ -559,7 +559,9 @@ def _fail(auth: Auth, failure: Failure, message: str, status: int | None = None)
     return LLMError(failure, scrub(message, auth.secrets()), status)
 
 
-def _fail_truncated(settings: Settings, parts: list[str], why: str) -> LLMError:
+def truncated_answer(settings: Settings, parts: list[str], why: str) -> LLMError:
+    """An answer that ended before the model finished (`why`), after the text `parts`: one
+    wording for one-shot turns and the chat agent."""
     received = sum(len(p) for p in parts)
     return LLMError(
         Failure.BAD_ANSWER,
