@@ -354,8 +354,8 @@ def machine_gauge(seconds: float = 2.0) -> str:
     minutes the run had."""
     event = {"type": "model_chunk_append", "text": "<123:1764512345.123456>", "seq": 1234}
     tries: list[float] = []
-    until = time.monotonic() + seconds
-    while time.monotonic() < until:
+    ends = time.monotonic() + seconds
+    while time.monotonic() < ends:
         started = time.process_time()
         for _ in range(2_000):
             STAMP.findall(orjson.loads(orjson.dumps(event))["text"])
