@@ -46,14 +46,17 @@ from websockets.asyncio.client import connect
 
 from flamesight.llm import LLMError, Secret
 from flamesight.server import Settings, database
+from flamesight.server import fleet as fleet_module
 from flamesight.server.chat_store import ChatRepository
 from flamesight.server.database import create_engine, session_factory
 from flamesight.server.fleet import (
     HEARTBEAT_TTL_S,
     LIVE_KEY,
     QUEUE_NAME,
+    WORKER_LOST,
     ArqJobQueue,
     Lease,
+    LostHandler,
     RedisEventBus,
     RedisLeases,
     connect_redis,
@@ -874,7 +877,7 @@ async def test_live_events_reach_their_subscribers_once_in_order_and_gaps_are_fi
 async def test_heartbeats_and_checks_asked_together_get_their_own_answers(
     redis_url: str,
 ) -> None:
-    """`RedisLeases.refresh` and `finished`, asked in the same turn of the event loop, go
+    """`RedisLeases.refresh` and `state`, asked in the same turn of the event loop, go
     out in one pipeline; each caller still gets the answer about its own lease."""
     redis = connect_redis(redis_url)
     leases = RedisLeases(redis)
@@ -885,23 +888,118 @@ async def test_heartbeats_and_checks_asked_together_get_their_own_answers(
         for lease in (running, lost, done):
             assert await leases.take(lease, f"arq:{lease.job_id}")
         await redis.delete(lost.key)
-        await leases.give_up(lost)  # the web process gave the job up: no refresh brings it back
+        # The web process gave the job up: no refresh brings it back, nobody gives it up again.
+        assert await leases.give_up(lost)
+        assert not await leases.give_up(lost)
         await leases.release(done)
         answers = await asyncio.gather(
             leases.refresh(running),
             leases.refresh(lost),
-            leases.finished(running),
-            leases.finished(lost),
-            leases.finished(done),
-            leases.finished(waiting),
+            leases.state(running),
+            leases.state(lost),
+            leases.state(done),
+            leases.state(waiting),
         )
-        assert answers == [True, False, None, True, True, None]
+        assert answers == [True, False, "running", "done", "done", "waiting"]
         assert 0 < await redis.pttl(running.key) <= HEARTBEAT_TTL_S * 1000
         assert await redis.get(lost.key) is None
         await redis.delete(waiting.key)
-        assert await leases.finished(waiting) is False  # gone without being done
+        assert await leases.state(waiting) == "lost"  # gone without being done
     finally:
         await redis.aclose()
+
+
+async def test_a_lost_job_is_told_once_and_says_whether_a_worker_had_taken_it(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`ArqJobQueue.watch`: a job a worker took and then lost is a lost worker however long
+    it ran, one never taken is a job no worker took; two processes watching one job tell
+    the client once; a job that ends is not lost."""
+    monkeypatch.setattr(fleet_module, "WATCH_EVERY_S", 0.05)
+    monkeypatch.setattr(fleet_module, "WATCH_GRACE_S", 0.2)
+    redis = connect_redis(redis_url)
+    here, there = (ArqJobQueue(cast(Any, None), redis, RedisLeases(redis)) for _ in range(2))
+    leases = here.leases
+    taken, never_taken, ended = (Lease(f"test:turn:{n}", f"job-{n}") for n in range(3))
+    told: list[tuple[str, str, bool]] = []
+
+    def tell(process: str, lease: Lease) -> LostHandler:
+        async def lost(no_worker: bool) -> None:
+            told.append((process, lease.job_id, no_worker))
+
+        return lost
+
+    try:
+        for lease in (taken, never_taken, ended):
+            assert await leases.claim(lease)
+        for lease in (taken, ended):
+            assert await leases.take(lease, f"arq:{lease.job_id}")
+        watches = [
+            here.watch(taken, tell("here", taken)),
+            # Another web process adopts the watch; it saw the job running when it began.
+            there.watch(taken, tell("there", taken), taken=True),
+            here.watch(never_taken, tell("here", never_taken)),
+            here.watch(ended, tell("here", ended)),
+        ]
+        with anyio.fail_after(10):
+            watching = asyncio.gather(*watches)
+            await asyncio.sleep(0.5)
+            assert here._watched == {taken, never_taken, ended} and there._watched == {taken}
+            await leases.release(ended)
+            await redis.delete(taken.key, never_taken.key)  # the worker died; none took the other
+            await watching
+        assert sorted((job, no_worker) for _, job, no_worker in told) == [
+            ("job-0", False),
+            ("job-1", True),
+        ]
+        assert here._watched == there._watched == set()
+    finally:
+        await redis.aclose()
+
+
+async def test_a_socket_bound_elsewhere_hears_of_a_turn_lost_with_its_web_process(
+    fleet: Fleet, model: LoopbackServer
+) -> None:
+    """The web process that queued a turn and the worker running it both die: a socket
+    that resumes the session on another web process still gets the `error` event, and
+    the next prompt works."""
+    first, second = fleet.web(), fleet.web()
+    worker = fleet.worker()
+    trace_id = await new_trace(first)
+    model.script(slow(120, openai_stream(["never sent"])))
+    async with connect(ws_url(first)) as socket_:
+        await send(socket_, type="start_analysis", traceId=trace_id)
+        ack = await receive(socket_)
+        await send(socket_, type="user_prompt", prompt="Will you answer?")
+        waiting = await receive(socket_)
+        assert waiting["type"] == "waiting_for_model"
+        with anyio.fail_after(30):
+            while not model.requests:
+                await anyio.sleep(0.05)
+    web_process = next(p for p in fleet.processes if first.rsplit(":", 1)[1] in p.args)
+    web_process.kill()
+    worker.kill()
+    killed_at = time.monotonic()
+    async with connect(ws_url(second)) as socket_:
+        await send(socket_, type="resume", sessionId=ack["sessionId"], afterSeq=waiting["seq"])
+        assert (await receive(socket_))["resumed"] is True
+        with anyio.fail_after(30):
+            failed = await until_turn_ends(socket_)
+        assert time.monotonic() - killed_at < 20
+        assert [event["type"] for event in failed] == ["error"]
+        assert failed[0]["message"] == WORKER_LOST and failed[0]["seq"] == waiting["seq"] + 1
+        fleet.worker()
+        await send(socket_, type="user_prompt", prompt="Now?")
+        with anyio.fail_after(60):
+            worked = await until_turn_ends(socket_)
+        assert worked[-1]["type"] == "model_response_end", worked
+        await send(socket_, type="start_analysis", traceId=trace_id)
+        history = (await receive(socket_))["history"]
+    assert [(m["role"], m["content"]) for m in history] == [
+        ("user", "Will you answer?"),
+        ("user", "Now?"),
+        ("assistant", "Fine answer."),
+    ]
 
 
 async def test_a_pooled_connection_killed_while_idle_is_replaced_before_use(

@@ -162,6 +162,11 @@ class JobQueue(Protocol):
         at once."""
         ...
 
+    async def watch_turn(self, session: SessionRecord) -> None:
+        """A socket was bound to `session` here: make sure that its running turn, if any,
+        is watched, so that the socket hears of it if it is lost."""
+        ...
+
     def keep(self, task: asyncio.Task[Any]) -> None:
         """Hold a background task of this process until it finishes (cancelled at close)."""
         ...
@@ -239,6 +244,9 @@ class InProcessJobQueue(BackgroundTasks):
     async def enqueue(self, job: ChatTurnJob, session: SessionRecord, trace: TraceRecord) -> None:
         """Start the job's task; return without waiting for it."""
         self.keep(asyncio.create_task(self.run(job)))
+
+    async def watch_turn(self, session: SessionRecord) -> None:
+        """Nothing to do: the session's turns run in this process, which ends each itself."""
 
 
 class StoredEventBus:

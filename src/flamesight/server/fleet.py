@@ -35,13 +35,16 @@ embedded parts of `ChatService`:
   holds the job's id while it waits (set with ``NX`` and a time to live);
   a worker taking the job turns it into ``"{id} running"`` in one script
   (only one taker can), and keeps it alive (heartbeat) while it runs. The
-  web process that enqueued the job watches the key: gone (or taken by
-  another job) without the job marked done means the worker died or no
-  worker took the job in time, and the client is told. For a chat turn the
-  key is the session's (``flamesight:chat:{session}:turn``, `RedisTurnGate`:
-  one turn per session across processes; the user's message was stored
-  before the job was queued, so the next prompt works at once); for an
-  analysis, its own (``flamesight:analysis:{id}:lease``).
+  web process that enqueued the job watches the key, and so does any web
+  process a socket of the session binds to while a turn runs
+  (`ArqJobQueue.watch_turn`: the one that queued it may be gone): gone (or
+  taken by another job) without the job marked done means the worker died
+  (it was seen running) or no worker took the job in time, and the client
+  is told, by the first watcher to mark the job done (``SET NX``). For a
+  chat turn the key is the session's (``flamesight:chat:{session}:turn``,
+  `RedisTurnGate`: one turn per session across processes; the user's
+  message was stored before the job was queued, so the next prompt works at
+  once); for an analysis, its own (``flamesight:analysis:{id}:lease``).
 - `RedisAnalyses`: "Send to LLM" in a fleet. The web process checks the
   trace and the endpoint, enqueues an ``analysis`` job and relays its
   pieces from a stream of its own (``flamesight:analysis:{id}:events``,
@@ -83,6 +86,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import random
@@ -90,7 +94,7 @@ import socket
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 import anyio.to_thread
 import orjson
@@ -665,6 +669,11 @@ def holders_key(blob_key: str) -> str:
     return f"flamesight:cache:{blob_key}:workers"
 
 
+JobState = Literal["waiting", "running", "done", "lost"]
+"""Where a leased job is: waiting for a worker, running on one, done (answered, failed, or
+given up), or lost (its lease gone without it being done: its worker died, or none took it)."""
+
+
 @dataclass(frozen=True)
 class Lease:
     """The Redis key that holds a job's id while it waits and runs."""
@@ -696,7 +705,7 @@ class RedisLeases:
         self._release = redis.register_script(_RELEASE)
         self._take = redis.register_script(_TAKE)
         self._refresh = redis.register_script(_REFRESH)
-        self._asks: list[tuple[str, Lease, asyncio.Future[bool | None]]] = []
+        self._asks: list[tuple[str, Lease, asyncio.Future[bool | JobState]]] = []
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def claim(self, lease: Lease) -> bool:
@@ -725,30 +734,32 @@ class RedisLeases:
         """Keep holding the lease of a running job (again, after Redis lost the key).
 
         Refreshes asked for in the same turn of the event loop share one round trip
-        to Redis with each other and with `finished` checks (heartbeats beat on the
+        to Redis with each other and with `state` checks (heartbeats beat on the
         same ticks for every job of a process).
         """
         return bool(await self._ask("refresh", lease))
 
-    async def give_up(self, lease: Lease) -> None:
-        """Mark a lost job done, so its worker, if it comes back, cannot take the lease."""
-        await self.redis.set(lease.done_key, "lost", ex=DONE_TTL_S)
+    async def give_up(self, lease: Lease) -> bool:
+        """Mark a lost job done, so its worker, if it comes back, cannot take the lease.
+        False when it was done already: it ended after all, or another process watching
+        it gave it up first (and told the client)."""
+        return bool(await self.redis.set(lease.done_key, "lost", ex=DONE_TTL_S, nx=True))
 
     async def waiting(self, lease: Lease) -> bool:
         """Whether the job still waits for a worker."""
         return await self.redis.get(lease.key) == lease.job_id.encode()
 
-    async def finished(self, lease: Lease) -> bool | None:
-        """True when the job is done, False when it failed silently, None while it runs.
+    async def state(self, lease: Lease) -> JobState:
+        """Where the job is.
 
         The jobs a process watches are checked together: callers asking in the same
         turn of the event loop share one round trip to Redis (`watch` asks on the
         same ticks for every job).
         """
-        return await self._ask("finished", lease)
+        return cast(JobState, await self._ask("state", lease))
 
-    async def _ask(self, kind: str, lease: Lease) -> bool | None:
-        """`finished` or `refresh`, sent with the others asked in this turn of the loop."""
+    async def _ask(self, kind: str, lease: Lease) -> bool | JobState:
+        """`state` or `refresh`, sent with the others asked in this turn of the loop."""
         answer = asyncio.get_running_loop().create_future()
         self._asks.append((kind, lease, answer))
         if len(self._asks) == 1:
@@ -759,7 +770,7 @@ class RedisLeases:
         asks, self._asks = self._asks, []
         self._keep(asyncio.create_task(self._answer(asks)))
 
-    async def _answer(self, asks: list[tuple[str, Lease, asyncio.Future[bool | None]]]) -> None:
+    async def _answer(self, asks: list[tuple[str, Lease, asyncio.Future[bool | JobState]]]) -> None:
         ttl = int(HEARTBEAT_TTL_S * 1000)
         try:
             async with self.redis.pipeline(transaction=False) as pipe:
@@ -777,16 +788,19 @@ class RedisLeases:
                     answer.set_exception(error)
             return
         for kind, lease, answer in asks:
+            result: bool | JobState
             if kind == "refresh":
-                result: bool | None = bool(next(replies))
+                result = bool(next(replies))
             else:
                 done, held = next(replies), next(replies)
                 if done:
-                    result = True
-                elif held in (lease.job_id.encode(), f"{lease.job_id} running".encode()):
-                    result = None
+                    result = "done"
+                elif held == lease.job_id.encode():
+                    result = "waiting"
+                elif held == f"{lease.job_id} running".encode():
+                    result = "running"
                 else:
-                    result = False
+                    result = "lost"
             if not answer.done():
                 answer.set_result(result)
 
@@ -903,7 +917,7 @@ class FleetJob:
 
 
 LostHandler = Callable[[bool], Awaitable[None]]
-"""Tells the client a job was lost (True: no worker took it in time)."""
+"""Tells the client a job was lost (True: no worker had taken it)."""
 
 
 class ArqJobQueue(BackgroundTasks):
@@ -916,6 +930,7 @@ class ArqJobQueue(BackgroundTasks):
         self.leases = leases
         self._withdraw = redis.register_script(_WITHDRAW)
         self._choose = redis.register_script(_CHOOSE)
+        self._watched: set[Lease] = set()
 
     async def enqueue(self, job: ChatTurnJob, session: SessionRecord, trace: TraceRecord) -> None:
         """Queue the chat turn for a worker (one holding its trace, if it can) and watch it
@@ -923,21 +938,42 @@ class ArqJobQueue(BackgroundTasks):
         args = (job.owner_id, job.session_id, job.turn_id, job.sealed_endpoint)
         arq_id = f"flamesight:turn:{job.turn_id}"
         queued = FleetJob(CHAT_TURN, args, turn_lease(job), trace.blob_key, arq_id)
+        await self.dispatch(queued, self._tell_turn_lost(session))
 
+    async def watch_turn(self, session: SessionRecord) -> None:
+        """Watch the session's running turn too when another web process queued it (a
+        socket bound here, perhaps because that process stopped): a worker dying mid-turn
+        still reaches the client as an `error` event. Of the processes watching a job,
+        the first to give it up tells the client."""
+        try:
+            held = await self.redis.get(turn_key(session.id))
+        except RedisError as error:
+            log.warning("could not look up a chat session's running turn: %s", error)
+            return
+        if held is None:
+            return
+        job_id, _, running = held.decode().partition(" ")
+        lease = Lease(turn_key(session.id), job_id)
+        if lease not in self._watched:
+            lost = self._tell_turn_lost(session)
+            self.keep(asyncio.create_task(self.watch(lease, lost, taken=bool(running))))
+
+    def _tell_turn_lost(self, session: SessionRecord) -> LostHandler:
         async def lost(no_worker: bool) -> None:
             message = NO_WORKER if no_worker else WORKER_LOST
             await self.state.chat.bus.publish(
                 session, {"type": ErrorEvent.type, "message": message}
             )
 
-        await self.dispatch(queued, lost)
+        return lost
 
     async def dispatch(self, job: FleetJob, lost: LostHandler) -> None:
         """Queue `job` (on the queue of a live worker holding its trace, if one does) and
         watch it until it is done."""
         queue = await self.choose_queue(job.blob_key)
         await self.redis.enqueue_job(job.function, *job.args, _job_id=job.arq_id, _queue_name=queue)
-        self.keep(asyncio.create_task(self.watch(job, queue, lost)))
+        hand_over = None if queue == QUEUE_NAME else functools.partial(self.hand_over, job, queue)
+        self.keep(asyncio.create_task(self.watch(job.lease, lost, hand_over)))
 
     async def choose_queue(self, blob_key: str) -> str:
         """The queue of a live worker whose cache holds `blob_key` and that has room for
@@ -972,34 +1008,45 @@ class ArqJobQueue(BackgroundTasks):
         )
         return True
 
-    async def watch(self, job: FleetJob, queue: str, lost: LostHandler) -> None:
-        """Hand the job over when its worker does not take it; call `lost` when its lease goes
-        without the job being done."""
+    async def watch(
+        self,
+        lease: Lease,
+        lost: LostHandler,
+        hand_over: Callable[[], Awaitable[bool]] | None = None,
+        taken: bool = False,
+    ) -> None:
+        """Call `hand_over` (until it returns True) when the job waits past `HANDOVER_S`;
+        call `lost` when its lease goes without the job being done, saying whether any
+        worker had taken it (`taken`: it was seen running before the watch began)."""
         started = time.monotonic()
-        handed_over = queue == QUEUE_NAME
         missing_since: float | None = None
         loop = asyncio.get_running_loop()
-        while True:
-            # On the same ticks as every other watch of this process: checked together.
-            await asyncio.sleep(WATCH_EVERY_S - loop.time() % WATCH_EVERY_S)
-            try:
-                if not handed_over and time.monotonic() - started >= HANDOVER_S:
-                    handed_over = await self.hand_over(job, queue)
-                state = await self.leases.finished(job.lease)
-            except RedisError as error:
-                log.warning("could not check a job: %s", error)
-                continue
-            if state is True:
-                return
-            if state is None:
-                missing_since = None
-                continue
-            now = time.monotonic()
-            missing_since = missing_since or now
-            if now - missing_since >= WATCH_GRACE_S:
-                break
-        await self.leases.give_up(job.lease)
-        await lost(time.monotonic() - started >= QUEUE_WAIT_S)
+        self._watched.add(lease)
+        try:
+            while True:
+                # On the same ticks as every other watch of this process: checked together.
+                await asyncio.sleep(WATCH_EVERY_S - loop.time() % WATCH_EVERY_S)
+                try:
+                    if hand_over is not None and time.monotonic() - started >= HANDOVER_S:
+                        hand_over = None if await hand_over() else hand_over
+                    state = await self.leases.state(lease)
+                except RedisError as error:
+                    log.warning("could not check a job: %s", error)
+                    continue
+                if state == "done":
+                    return
+                if state != "lost":
+                    taken = taken or state == "running"
+                    missing_since = None
+                    continue
+                now = time.monotonic()
+                missing_since = missing_since or now
+                if now - missing_since >= WATCH_GRACE_S:
+                    break
+            if await self.leases.give_up(lease):
+                await lost(not taken)
+        finally:
+            self._watched.discard(lease)
 
     async def close(self) -> None:
         """Stop watching, close the Redis connections."""
