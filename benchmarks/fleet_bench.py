@@ -30,9 +30,9 @@ the clients, the PostgreSQL backends of the run's database and the Redis
 server (all of it: other users of that Redis count too), and their total;
 and a gauge of the machine's speed before and after the run (`machine_gauge`).
 
-    .venv/bin/python benchmarks/fleet_bench.py                      # 200 sessions x 500 tokens
+    .venv/bin/python benchmarks/fleet_bench.py                      # 200 sessions x 500 tokens, 20/s
     .venv/bin/python benchmarks/fleet_bench.py --sessions 20 --tokens 100   # quick
-    .venv/bin/python benchmarks/fleet_bench.py --token-ms 50 --turns 2 --ramp 25
+    .venv/bin/python benchmarks/fleet_bench.py --token-ms 33.3 --turns 2 --ramp 16.5
 
 Needs Redis at $FLAMESIGHT_BENCH_REDIS (redis://127.0.0.1:6379) and
 PostgreSQL at $FLAMESIGHT_BENCH_POSTGRES (postgresql://postgres@127.0.0.1:5432/test).
@@ -546,7 +546,12 @@ def main() -> None:
     parser.add_argument("--sessions", type=int, default=200)
     parser.add_argument("--turns", type=int, default=1, help="prompts per session, one at a time")
     parser.add_argument("--tokens", type=int, default=500, help="chunks per answer")
-    parser.add_argument("--token-ms", type=float, default=20.0, help="time between chunks")
+    parser.add_argument(
+        "--token-ms",
+        type=float,
+        default=50.0,
+        help="time between chunks (50: 20 tokens/s per answer, 4,000/s for 200 sessions)",
+    )
     parser.add_argument(
         "--ramp",
         type=float,
