@@ -47,6 +47,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from flamesight.llm import LLMError, Secret
 from flamesight.server import Settings, database
 from flamesight.server import fleet as fleet_module
+from flamesight.server.chat import TURN_CUT_OFF
 from flamesight.server.chat_store import ChatRepository
 from flamesight.server.database import create_engine, session_factory
 from flamesight.server.fleet import (
@@ -61,6 +62,7 @@ from flamesight.server.fleet import (
     RedisLeases,
     connect_redis,
     holders_key,
+    turn_key,
     worker_key,
 )
 from flamesight.server.model_endpoints import UNSEALABLE, ClientEndpoint, EndpointSealer
@@ -965,6 +967,25 @@ async def test_a_lost_job_is_told_once_and_says_whether_a_worker_had_taken_it(
         await redis.aclose()
 
 
+async def ask_what_is_never_answered(
+    url: str, trace_id: str, model: LoopbackServer
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A new session on the web process `url` asks "Will you answer?" of a model that never
+    answers; its `connection_ack` and `waiting_for_model` once the model has the request
+    (the socket is closed then; the turn goes on)."""
+    model.script(slow(120, openai_stream(["never sent"])))
+    async with connect(ws_url(url)) as socket_:
+        await send(socket_, type="start_analysis", traceId=trace_id)
+        ack = await receive(socket_)
+        await send(socket_, type="user_prompt", prompt="Will you answer?")
+        waiting = await receive(socket_)
+        assert waiting["type"] == "waiting_for_model"
+        with anyio.fail_after(30):
+            while not model.requests:
+                await anyio.sleep(0.05)
+    return ack, waiting
+
+
 async def test_a_socket_bound_elsewhere_hears_of_a_turn_lost_with_its_web_process(
     fleet: Fleet, model: LoopbackServer
 ) -> None:
@@ -974,16 +995,7 @@ async def test_a_socket_bound_elsewhere_hears_of_a_turn_lost_with_its_web_proces
     first, second = fleet.web(), fleet.web()
     worker = fleet.worker()
     trace_id = await new_trace(first)
-    model.script(slow(120, openai_stream(["never sent"])))
-    async with connect(ws_url(first)) as socket_:
-        await send(socket_, type="start_analysis", traceId=trace_id)
-        ack = await receive(socket_)
-        await send(socket_, type="user_prompt", prompt="Will you answer?")
-        waiting = await receive(socket_)
-        assert waiting["type"] == "waiting_for_model"
-        with anyio.fail_after(30):
-            while not model.requests:
-                await anyio.sleep(0.05)
+    ack, waiting = await ask_what_is_never_answered(first, trace_id, model)
     web_process = next(p for p in fleet.processes if first.rsplit(":", 1)[1] in p.args)
     web_process.kill()
     worker.kill()
@@ -996,6 +1008,27 @@ async def test_a_socket_bound_elsewhere_hears_of_a_turn_lost_with_its_web_proces
         assert time.monotonic() - killed_at < 20
         assert [event["type"] for event in failed] == ["error"]
         assert failed[0]["message"] == WORKER_LOST and failed[0]["seq"] == waiting["seq"] + 1
+        await next_prompt_works_with_a_new_worker(fleet, socket_, trace_id)
+
+
+async def test_a_turn_cut_off_with_the_whole_fleet_is_ended_when_a_socket_comes_back(
+    fleet: Fleet, model: LoopbackServer
+) -> None:
+    """Every web process and worker dies while a turn runs: once the turn's key has expired
+    unwatched, the first socket bound to the session on the new fleet gets the `error`
+    event that ends the turn, and the next prompt works."""
+    web, _, trace_id = await one_of_each(fleet)
+    ack, waiting = await ask_what_is_never_answered(web, trace_id, model)
+    for process in fleet.processes:
+        process.kill()
+    await anyio.sleep(HEARTBEAT_TTL_S + 1)
+    assert not redis.Redis.from_url(fleet.redis_url).exists(turn_key(ack["sessionId"]))
+    async with connect(ws_url(fleet.web())) as socket_:
+        await send(socket_, type="resume", sessionId=ack["sessionId"], afterSeq=waiting["seq"])
+        assert (await receive(socket_))["resumed"] is True
+        with anyio.fail_after(30):
+            failed = await until_turn_ends(socket_)
+        assert failed == [{"type": "error", "message": TURN_CUT_OFF, "seq": waiting["seq"] + 1}]
         await next_prompt_works_with_a_new_worker(fleet, socket_, trace_id)
 
 

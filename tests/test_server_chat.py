@@ -14,12 +14,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import anyio
 import httpx
 import orjson
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
 
 from flamesight.server import Settings
+from flamesight.server.chat import TURN_CUT_OFF
 from tests.live_server import LiveServer, secrets_left
 from tests.llm_servers import (
     LoopbackServer,
@@ -165,6 +167,51 @@ async def test_resume_after_a_dropped_socket_loses_and_repeats_nothing(live: Liv
     assert seen == everything
     assert [event["seq"] for event in seen] == list(range(1, len(seen) + 1))
     assert "".join(e["text"] for e in seen if e["type"] == "model_chunk_append") == "".join(pieces)
+
+
+async def test_a_turn_cut_off_by_a_restart_is_ended_when_a_socket_comes_back(
+    settings: Settings,
+) -> None:
+    """The server stops while a turn waits for the model: after the restart, the first
+    socket bound to the session gets an `error` event that ends the cut-off turn (the web
+    app would otherwise wait for it), once, and the next prompt works."""
+    with LoopbackServer(openai_stream(["Fine ", "answer."])) as model:
+        model.script(slow(120, openai_stream(["never sent"])))
+        with LiveServer(settings) as live:
+            async with httpx.AsyncClient(base_url=live.url, timeout=60) as client:
+                trace_id = await upload(client)
+            async with connect(live.ws_url) as socket:
+                ack = await start(socket, trace_id, model.url)
+                await send(socket, type="user_prompt", prompt="Will you answer?")
+                waiting = await receive(socket)
+                with anyio.fail_after(30):
+                    while not model.requests:
+                        await anyio.sleep(0.05)
+        assert waiting["type"] == "waiting_for_model"
+        with LiveServer(settings) as restarted:
+            async with connect(restarted.ws_url) as socket:
+                again = await start(socket, trace_id, model.url)
+                assert again["sessionId"] == ack["sessionId"] and again["seq"] == waiting["seq"]
+                with anyio.fail_after(30):
+                    ended = await receive(socket)
+                assert ended == {"type": "error", "message": TURN_CUT_OFF, "seq": again["seq"] + 1}
+                async with connect(restarted.ws_url) as other:
+                    await start(other, trace_id, model.url)  # the turn is ended: nothing more
+                    await send(other, type="user_prompt", prompt="Now?")
+                    answered = await until_turn_ends(other)
+                assert answered[0]["seq"] == ended["seq"] + 1
+                assert answered[-1]["type"] == "model_response_end"
+            async with connect(restarted.ws_url) as socket:
+                history = (await start(socket, trace_id, model.url))["history"]
+                await send(socket, type="resume", sessionId=ack["sessionId"], afterSeq=0)
+                await receive(socket)
+                replayed = [(await receive(socket))["type"] for _ in range(answered[-1]["seq"])]
+    assert [(m["role"], m["content"]) for m in history] == [
+        ("user", "Will you answer?"),
+        ("user", "Now?"),
+        ("assistant", "Fine answer."),
+    ]
+    assert replayed.count("error") == 1 and replayed[waiting["seq"]] == "error"
 
 
 async def test_turns_on_the_servers_endpoint_share_connections_and_a_clients_do_not(

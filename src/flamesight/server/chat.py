@@ -31,6 +31,14 @@ them closes; else the server's own settings), runs
 last event (`model_response_end` or `error`) goes out, so the next prompt
 always sees them. A failing model ends the turn with an `error` event; the
 user's message, stored before the job started, stays.
+
+A turn whose events stop without its last event (the process running it
+stopped: a restart, or in fleet mode a worker and the web processes
+watching it) would keep a client waiting, and the web app rebuilds a
+conversation from its events. So when a socket binds to a session
+(`ChatService.watch_turn`), a turn its events leave open that no process
+runs (the turn gate is free) gets an `error` event (`TURN_CUT_OFF`), under
+the gate, so that it is ended once.
 """
 
 from __future__ import annotations
@@ -83,6 +91,15 @@ EXPIRED_ENDPOINT = (
     "the model endpoint this chat named is no longer kept (it expires when unused for long, "
     "and when the socket that gave it closes); send start_analysis with it again"
 )
+TURN_CUT_OFF = (
+    "the answer to this question was cut off: the process answering it stopped before it "
+    "finished (a restart?); the question is kept, ask again"
+)
+TURN_ENDS = frozenset({ModelResponseEnd.type, ErrorEvent.type})
+"""The event types that end a turn."""
+SETTLE_S = 1.0
+"""How long `ChatService.end_open_turn` holds the turn gate before it looks at a turn's last
+event again: a turn frees the gate just before its last event goes out."""
 TEXT = ModelChunkAppend.type
 """The event type of a piece of model text."""
 BATCH_EVERY_S = 0.010
@@ -205,6 +222,10 @@ class EventBus(Protocol):
         """The session's kept events numbered above `after_seq`, in order."""
         ...
 
+    async def last_event(self, session: SessionRecord) -> dict[str, Any] | None:
+        """The session's newest published event (None when it has none)."""
+        ...
+
     async def close(self) -> None:
         """Let go of the connections the bus keeps (at shutdown, once nothing publishes)."""
         ...
@@ -307,6 +328,11 @@ class StoredEventBus:
         """The stored events after `after_seq` (waits for a publish in progress)."""
         async with self._locks[session.id]:
             return await self._store(session).events_after(session.id, after_seq)
+
+    async def last_event(self, session: SessionRecord) -> dict[str, Any] | None:
+        """The newest stored event (waits for a publish in progress)."""
+        async with self._locks[session.id]:
+            return await self._store(session).last_event(session.id)
 
     async def close(self) -> None:
         """Nothing to let go of: the database connections are the pool's."""
@@ -540,6 +566,35 @@ class ChatService:
             self._model_http_client = turn_http_client(endpoint.settings)
         return self._model_http_client
 
+    async def watch_turn(self, session: SessionRecord) -> None:
+        """A socket was bound to `session`: its running turn, if any, is watched from this
+        process too (`JobQueue.watch_turn`), and a turn its events leave open that no
+        process runs any more is ended (`end_open_turn`, `TURN_CUT_OFF`)."""
+        await self.jobs.watch_turn(session)
+        await self.end_open_turn(session, TURN_CUT_OFF)
+
+    async def end_open_turn(self, session: SessionRecord, message: str) -> None:
+        """End the session's last turn with an `error` event saying `message` when its events
+        leave it open and no turn of the session holds the turn gate.
+
+        The gate is held meanwhile (a prompt sent then is refused as if the turn still
+        ran), for `SETTLE_S` before the last event is looked at again, so of the
+        processes finding one turn open, one ends it, once, and a turn that just freed
+        the gate has sent its own last event.
+        """
+        if not _left_open(await self.bus.last_event(session)):
+            return
+        job = ChatTurnJob(session.owner_id, session.id, new_id())
+        if not await self.turns.claim(job):
+            return
+        try:
+            await asyncio.sleep(SETTLE_S)
+            if _left_open(await self.bus.last_event(session)):
+                self.publisher.put(session, {"type": ErrorEvent.type, "message": message})
+                await self.publisher.flush(session.id)
+        finally:
+            await self.turns.release(job)
+
     async def start_turn(self, session: SessionRecord, prompt: str) -> str | None:
         """Store the question, announce `waiting_for_model`, enqueue the turn.
 
@@ -639,6 +694,11 @@ class ChatService:
             raise
         await self.publisher.flush(session.id)
         return last
+
+
+def _left_open(event: dict[str, Any] | None) -> bool:
+    """Whether a session whose newest event is `event` has a turn that has not ended."""
+    return event is not None and event["type"] not in TURN_ENDS
 
 
 def coalesced(events: list[dict[str, Any]]) -> list[dict[str, Any]]:

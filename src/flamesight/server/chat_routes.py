@@ -208,8 +208,8 @@ class ChatSocket:
 
         `after_seq` None: a fresh start, acknowledged with the history and the
         newest seq; a number: a resume, followed by the kept events after it.
-        A turn of the session running when it binds is watched from this process too
-        (`JobQueue.watch_turn`).
+        A turn of the session running when it binds is watched from this process too,
+        and one cut off is ended (`ChatService.watch_turn`).
         """
         await self.unbind()
         self.session = session
@@ -220,7 +220,7 @@ class ChatSocket:
         waiting.cancel()
         if self.relay.done():
             self.relay.result()
-        await self.state.chat.jobs.watch_turn(session)
+        await self.state.chat.watch_turn(session)
 
     async def unbind(self) -> None:
         """Stop relaying the bound session's events."""

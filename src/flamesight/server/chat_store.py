@@ -190,6 +190,17 @@ class ChatRepository:
             await self._owned_in(session, ChatSession, session_id, "chat session")
             return await last_stored_seq(session, session_id)
 
+    async def last_event(self, session_id: str) -> dict[str, Any] | None:
+        """An owned session's newest stored event (None when there is none)."""
+        async with self.sessions() as session:
+            await self._owned_in(session, ChatSession, session_id, "chat session")
+            return await session.scalar(
+                select(ChatEvent.data)
+                .where(ChatEvent.session_id == session_id)
+                .order_by(ChatEvent.seq.desc())
+                .limit(1)
+            )
+
     async def add_event(self, session_id: str, seq: int, event: dict[str, Any]) -> None:
         """Keep event number `seq` of a session (whose ownership the caller checked)."""
         await self.add_events(session_id, [{**event, "seq": seq}])

@@ -106,7 +106,6 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from flamesight.agent.events import ErrorEvent
 from flamesight.llm import Failure, LLMError
 from flamesight.server.analyze_routes import AnalyzeBody, Piece
 from flamesight.server.chat import (
@@ -421,7 +420,8 @@ class RedisEventBus:
             await self.reader.add(follower)
             async with self.state.sessions() as session:
                 stored = await last_stored_seq(session, session_id)
-            follower.start(stored, behind=await self._newest_seq(session_id) > stored)
+            newest = await self._newest_in_stream(session_id)
+            follower.start(stored, behind=newest is not None and newest["seq"] > stored)
             yield queue
         finally:
             self.reader.remove(follower)
@@ -450,14 +450,22 @@ class RedisEventBus:
         last = stored[-1]["seq"] if stored else after_seq
         return stored + [event for event in newest if event["seq"] > last]
 
-    async def _newest_seq(self, session_id: str) -> int:
-        """The seq of the newest event in the session's stream (0 when it has none, or
-        Redis is away)."""
+    async def last_event(self, session: SessionRecord) -> dict[str, Any] | None:
+        """The session's newest event: from its stream, else (the stream gone with Redis, or
+        Redis away) the newest stored."""
+        newest = await self._newest_in_stream(session.id)
+        if newest is not None:
+            return newest
+        return await ChatRepository(self.state.sessions, session.owner_id).last_event(session.id)
+
+    async def _newest_in_stream(self, session_id: str) -> dict[str, Any] | None:
+        """The newest event in the session's stream (None when it has none, or Redis is
+        away)."""
         try:
             newest = await self.redis.xrevrange(stream_key(session_id), count=1)
         except RedisError:
-            newest = []
-        return int(_entry_event(newest[0][1])["seq"]) if newest else 0
+            return None
+        return _entry_event(newest[0][1]) if newest else None
 
 
 class _Follower:
@@ -960,10 +968,7 @@ class ArqJobQueue(BackgroundTasks):
 
     def _tell_turn_lost(self, session: SessionRecord) -> LostHandler:
         async def lost(no_worker: bool) -> None:
-            message = NO_WORKER if no_worker else WORKER_LOST
-            await self.state.chat.bus.publish(
-                session, {"type": ErrorEvent.type, "message": message}
-            )
+            await self.state.chat.end_open_turn(session, NO_WORKER if no_worker else WORKER_LOST)
 
         return lost
 
