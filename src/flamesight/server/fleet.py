@@ -753,10 +753,6 @@ class RedisLeases:
         it gave it up first (and told the client)."""
         return bool(await self.redis.set(lease.done_key, "lost", ex=DONE_TTL_S, nx=True))
 
-    async def waiting(self, lease: Lease) -> bool:
-        """Whether the job still waits for a worker."""
-        return await self.redis.get(lease.key) == lease.job_id.encode()
-
     async def state(self, lease: Lease) -> JobState:
         """Where the job is.
 
@@ -1000,7 +996,7 @@ class ArqJobQueue(BackgroundTasks):
 
     async def hand_over(self, job: FleetJob, queue: str) -> bool:
         """Move a job its worker has not started to the shared queue; False to try again."""
-        if not await self.leases.waiting(job.lease):
+        if await self.leases.state(job.lease) != "waiting":
             return True
         keys = [queue, in_progress_key_prefix + job.arq_id, job_key_prefix + job.arq_id]
         if not await self._withdraw(keys=keys, args=[job.arq_id]):
